@@ -1,0 +1,1 @@
+"""Namespace for OpenMMLab-style projects; ``projects.dmcp`` lives here."""
