@@ -9,13 +9,20 @@ then registers DMCP's classes into mmrazor's registries, replacing mmrazor
     custom_imports = dict(imports=['projects.dmcp'],
                           allow_failed_imports=False)
 """
-from . import compat
+
+from . import compat  # noqa: I001  (must run first)
 
 compat.apply_all()
 
+from . import models  # noqa: E402,F401  (registers the classes)
 from .registry import HOOKS, LOOPS, MODEL_WRAPPERS, MODELS  # noqa: E402
 from .version import __version__  # noqa: E402
 
 __all__ = [
-    'HOOKS', 'LOOPS', 'MODELS', 'MODEL_WRAPPERS', '__version__', 'compat'
+    'HOOKS',
+    'LOOPS',
+    'MODELS',
+    'MODEL_WRAPPERS',
+    '__version__',
+    'compat',
 ]

@@ -7,9 +7,9 @@ with compiled ops that match their torch build. On the pinned stack
 
 1. torchvision's compiled ops cannot be loaded next to a CPU-only torch, so
    ``torchvision._meta_registrations`` fails with ``operator torchvision::nms
-   does not exist``. Defining the ``torchvision::nms`` and ``torchvision::qnms``
-   schemas first lets torchvision import (image classification needs neither
-   op).
+   does not exist``. Defining the ``torchvision::nms`` and
+   ``torchvision::qnms`` schemas first lets torchvision import (image
+   classification needs neither op).
 2. torch renamed ``reverse2``, ``reverse3`` and ``reverse_sequential_wrapper2``
    in ``torch.ao.quantization.fuser_method_mappings`` (they gained a leading
    underscore; the wrapper is now ``_sequential_wrapper2``) and mmrazor imports
@@ -26,15 +26,20 @@ by ``projects.dmcp.__init__`` and by ``tools/`` before anything imports mmrazor
 or torchvision. None of the shims touches the numerics of the models we train:
 they only let modules import.
 """
+
 import importlib
+import importlib.util
 import sys
 from typing import Callable, Dict, List
 
 import torch
 
 __all__ = [
-    'apply_all', 'applied_shims', 'patch_torchvision_ops',
-    'patch_fuser_method_names', 'patch_backend_pattern_config'
+    'apply_all',
+    'applied_shims',
+    'patch_torchvision_ops',
+    'patch_fuser_method_names',
+    'patch_backend_pattern_config',
 ]
 
 # Names of the shims that acted in this process (in the order they acted).
@@ -65,8 +70,9 @@ def _mark(name: str) -> None:
 
 def _torchvision_op_exists(name: str) -> bool:
     try:
-        torch._C._dispatch_has_kernel_for_dispatch_key(f'torchvision::{name}',
-                                                      'Meta')
+        torch._C._dispatch_has_kernel_for_dispatch_key(
+            f'torchvision::{name}', 'Meta'
+        )
     except RuntimeError:
         return False
     return True
@@ -82,6 +88,7 @@ def _torchvision_ops_loadable() -> bool:
         return True
     import glob
     import os
+
     for folder in spec.submodule_search_locations:
         for lib in glob.glob(os.path.join(folder, '_C*.so')):
             try:
@@ -101,10 +108,13 @@ def patch_torchvision_ops() -> bool:
     """
     if 'torchvision' in sys.modules:
         return False  # already imported (successfully): nothing to do
+    if importlib.util.find_spec('torchvision') is None:
+        return False  # not installed: nothing to patch
     if all(_torchvision_op_exists(n) for n in _TORCHVISION_SCHEMAS):
         return False
     if _torchvision_ops_loadable() and all(
-            _torchvision_op_exists(n) for n in _TORCHVISION_SCHEMAS):
+        _torchvision_op_exists(n) for n in _TORCHVISION_SCHEMAS
+    ):
         return False
     lib = torch.library.Library('torchvision', 'FRAGMENT')
     for name, schema in _TORCHVISION_SCHEMAS.items():
@@ -124,7 +134,8 @@ def patch_fuser_method_names() -> bool:
     """
     try:
         fmm = importlib.import_module(
-            'torch.ao.quantization.fuser_method_mappings')
+            'torch.ao.quantization.fuser_method_mappings'
+        )
     except ImportError:
         return False
     aliases = {
@@ -148,9 +159,11 @@ def _chainable_noop(name: str) -> Callable:
         return self
 
     setter.__name__ = name
-    setter.__doc__ = (f'Added by projects.dmcp.compat: ``{name}`` was removed '
-                      'from torch; mmrazor only chains it while building '
-                      'quantization configs, which DMCP does not use.')
+    setter.__doc__ = (
+        f'Added by projects.dmcp.compat: ``{name}`` was removed '
+        'from torch; mmrazor only chains it while building '
+        'quantization configs, which DMCP does not use.'
+    )
     return setter
 
 
@@ -168,9 +181,11 @@ def patch_backend_pattern_config() -> bool:
         return False
     cls = bc.BackendPatternConfig
     added = False
-    for name in ('_set_overwrite_output_fake_quantize',
-                 '_set_overwrite_output_observer',
-                 '_set_input_output_observed'):
+    for name in (
+        '_set_overwrite_output_fake_quantize',
+        '_set_overwrite_output_observer',
+        '_set_input_output_observed',
+    ):
         if not hasattr(cls, name):
             setattr(cls, name, _chainable_noop(name))
             added = True

@@ -8,6 +8,7 @@ register with ``force=True``. Since Python imports each module once, a later
 ``import mmrazor.models`` cannot register mmrazor's classes again: whatever the
 import order, the names build *our* classes.
 """
+
 from . import compat
 
 compat.apply_all()

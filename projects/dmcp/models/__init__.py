@@ -1,0 +1,61 @@
+"""DMCP's models: the Markov process, units, mutator, FLOPs and losses."""
+
+from .flops import (
+    FlopsTable,
+    count_flops,
+    count_params,
+    format_flops,
+    parse_flops,
+)
+from .layers import (
+    DynamicBatchNorm2d,
+    DynamicConv2d,
+    DynamicLinear,
+    convert_layer,
+)
+from .losses import DMCPBudgetLoss, budget_loss
+from .markov import (
+    channel_scale,
+    expected_channels,
+    group_ends,
+    marginal_probs,
+    sample_num_groups,
+    transition_probs,
+)
+from .mutator import SAMPLING_MODES, DMCPChannelMutator
+from .tracer import (
+    ChannelTrace,
+    LayerRecord,
+    UnitSpec,
+    find_units,
+    trace_channels,
+)
+from .unit import MarkovChannelUnit
+
+__all__ = [
+    'FlopsTable',
+    'count_flops',
+    'count_params',
+    'format_flops',
+    'parse_flops',
+    'DynamicBatchNorm2d',
+    'DynamicConv2d',
+    'DynamicLinear',
+    'convert_layer',
+    'DMCPBudgetLoss',
+    'budget_loss',
+    'channel_scale',
+    'expected_channels',
+    'group_ends',
+    'marginal_probs',
+    'sample_num_groups',
+    'transition_probs',
+    'SAMPLING_MODES',
+    'DMCPChannelMutator',
+    'ChannelTrace',
+    'LayerRecord',
+    'UnitSpec',
+    'find_units',
+    'trace_channels',
+    'MarkovChannelUnit',
+]

@@ -1,0 +1,147 @@
+"""The Markov process of DMCP (Section 3.1 of the paper), one function per
+equation.
+
+A layer's channels are split into ``G`` groups. State ``S_k`` means "group
+``k`` is retained"; the chain starts in ``S_1`` (the first group is always
+kept) and moves from ``S_k`` to ``S_{k+1}`` with transition probability
+``p_{k+1}`` or stops. Retaining ``k`` groups therefore always means the first
+``k`` groups, a prefix of the channels.
+
+All functions take the architecture parameters of one unit, shape ``(G - 1,)``,
+or of many units stacked, shape ``(U, G - 1)``, and work on the last dimension.
+"""
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    'transition_probs',
+    'marginal_probs',
+    'expected_channels',
+    'channel_scale',
+    'sample_num_groups',
+    'expected_num_groups',
+    'group_ends',
+]
+
+
+def transition_probs(alpha: Tensor) -> Tensor:
+    """Transition probabilities, Eq. 5: ``p_1 = 1``,
+    ``p_k = sigmoid(alpha_k)``.
+
+    Args:
+        alpha (Tensor): Architecture parameters, shape ``(..., G - 1)``.
+
+    Returns:
+        Tensor: ``p`` of shape ``(..., G)``, with ``p[..., 0] == 1``.
+    """
+    ones = alpha.new_ones(alpha.shape[:-1] + (1,))
+    return torch.cat([ones, torch.sigmoid(alpha)], dim=-1)
+
+
+def marginal_probs(alpha: Tensor) -> Tensor:
+    """Marginal probabilities of retaining each group, Eq. 6:
+    ``p(w_k) = prod_{i <= k} p_i``.
+
+    Args:
+        alpha (Tensor): Architecture parameters, shape ``(..., G - 1)``.
+
+    Returns:
+        Tensor: ``p(w)`` of shape ``(..., G)``, non-increasing along the last
+        dimension, with ``p(w_1) == 1``.
+    """
+    return torch.cumprod(transition_probs(alpha), dim=-1)
+
+
+def expected_channels(marginals: Tensor, group_sizes: Tensor) -> Tensor:
+    """Expected number of retained channels, Eq. 8, with groups:
+    ``E(channel) = sum_k size_k * p(w_k)``.
+
+    Args:
+        marginals (Tensor): ``p(w)``, shape ``(..., G)``.
+        group_sizes (Tensor): Channels in each group, shape ``(..., G)`` or
+            ``(G,)``.
+
+    Returns:
+        Tensor: Expected channels, shape ``marginals.shape[:-1]``.
+    """
+    return (marginals * group_sizes.to(marginals.dtype)).sum(dim=-1)
+
+
+def channel_scale(marginals: Tensor, group_sizes: Tensor) -> Tensor:
+    """Per-channel scale of Eq. 7, ``O_hat_k = O_k * p(w_k)``: every channel of
+    group ``k`` is scaled by ``p(w_k)``.
+
+    Args:
+        marginals (Tensor): ``p(w)`` of one unit, shape ``(G,)``.
+        group_sizes (Tensor): Channels in each group, shape ``(G,)``, long.
+
+    Returns:
+        Tensor: Scale of shape ``(C,)`` with ``C = group_sizes.sum()``.
+    """
+    return torch.repeat_interleave(marginals, group_sizes, dim=-1)
+
+
+def sample_num_groups(
+    alpha: Tensor, generator: Optional[torch.Generator] = None
+) -> Tensor:
+    """Run the Markov chain once per unit (Direct Sampling, Section 3.3).
+
+    Starting in ``S_1``, each step ``k -> k + 1`` is taken with probability
+    ``p_{k+1}``; the first failure ends the chain.
+
+    Args:
+        alpha (Tensor): Architecture parameters, shape ``(..., G - 1)``.
+        generator (torch.Generator, optional): Source of randomness. Defaults
+            to None (torch's global generator).
+
+    Returns:
+        Tensor: Number of retained groups (long, in ``[1, G]``), shape
+        ``alpha.shape[:-1]``.
+    """
+    with torch.no_grad():
+        p = torch.sigmoid(alpha.detach().double())
+        u = torch.rand(
+            p.shape, generator=generator, dtype=p.dtype, device=p.device
+        )
+        steps = torch.cumprod((u < p).long(), dim=-1).sum(dim=-1)
+    return steps + 1
+
+
+def expected_num_groups(alpha: Tensor) -> Tensor:
+    """Expected number of retained groups, ``sum_k p(w_k)`` (Eq. 8 in groups).
+
+    Args:
+        alpha (Tensor): Architecture parameters, shape ``(..., G - 1)``.
+
+    Returns:
+        Tensor: Expected groups, shape ``alpha.shape[:-1]``.
+    """
+    return marginal_probs(alpha).sum(dim=-1)
+
+
+def group_ends(num_channels: int, num_groups: int) -> list:
+    """Channel index at which each group ends (exclusive), for ``G`` groups as
+    equal as integers allow: group ``k`` ends at ``round(C * k / G)``.
+
+    Args:
+        num_channels (int): Channels ``C`` of the unit.
+        num_groups (int): Groups ``G``; ``1 <= G <= C``.
+
+    Returns:
+        list[int]: ``G`` strictly increasing ends, the last equal to ``C``.
+    """
+    if num_groups < 1:
+        raise ValueError(f'num_groups must be >= 1, got {num_groups}')
+    if num_groups > num_channels:
+        raise ValueError(
+            f'num_groups={num_groups} is more than the '
+            f'{num_channels} channels to split'
+        )
+    # Integer arithmetic: round half up of C * k / G.
+    return [
+        (2 * num_channels * k + num_groups) // (2 * num_groups)
+        for k in range(1, num_groups + 1)
+    ]

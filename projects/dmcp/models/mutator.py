@@ -1,0 +1,344 @@
+"""DMCPChannelMutator: finds the units of a supernet, owns their architecture
+parameters, sets subnets and computes expected FLOPs."""
+
+import contextlib
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Union
+
+import torch
+from mmengine.model import BaseModule
+from torch import Tensor, nn
+
+from ..registry import MODELS
+from .flops import FlopsTable
+from .layers import DynamicBatchNorm2d, convert_layer
+from .markov import channel_scale, expected_channels, marginal_probs
+from .tracer import ChannelTrace, UnitSpec, find_units, trace_channels
+
+__all__ = ['DMCPChannelMutator', 'SAMPLING_MODES']
+
+SAMPLING_MODES = ('max', 'min', 'direct', 'expected')
+Choices = Dict[str, int]
+
+
+@MODELS.register_module(name='DMCPChannelMutator', force=True)
+class DMCPChannelMutator(BaseModule):
+    """Owns the Markov channel units of a supernet.
+
+    :meth:`prepare_from_supernet` runs the supernet once to find its units
+    (layers joined by a residual addition share one; see
+    :mod:`projects.dmcp.models.tracer`), turns its conv/BN/linear layers into
+    prefix-slicing ones (:mod:`projects.dmcp.models.layers`) and records the
+    shapes for the expected FLOPs. A subnet is then a dict from unit name to
+    retained channels, set with :meth:`set_subnet`.
+
+    Args:
+        channel_unit_cfg (dict, optional): Config of every unit; its ``type``
+            is a registered unit class and the other keys its arguments (e.g.
+            ``num_groups``). Defaults to None, i.e.
+            ``dict(type='DMCPChannelUnit', num_groups=10)``.
+        units (list[list[str]], optional): Explicit units, each a list of
+            producing layer names whose output channels must stay equal, for
+            models whose coupling the tracer cannot see. Defaults to None
+            (found by tracing).
+        init_cfg (dict, optional): Initialisation config. Defaults to None.
+    """
+
+    def __init__(
+        self,
+        channel_unit_cfg: Optional[dict] = None,
+        units: Optional[List[List[str]]] = None,
+        init_cfg: Optional[dict] = None,
+    ) -> None:
+        super().__init__(init_cfg)
+        cfg = dict(type='DMCPChannelUnit', num_groups=10)
+        cfg.update(channel_unit_cfg or {})
+        self.channel_unit_cfg = cfg
+        self.explicit_units = units
+        self.units = nn.ModuleList()
+        self.specs: List[UnitSpec] = []
+        self.trace: Optional[ChannelTrace] = None
+        self.flops_table: Optional[FlopsTable] = None
+        self.input_shape: Sequence[int] = ()
+        self._layers: Dict[str, nn.Module] = {}
+        self._norms: List[DynamicBatchNorm2d] = []
+
+    # ------------------------------------------------------------------ build
+    def prepare_from_supernet(
+        self,
+        supernet: nn.Module,
+        input_shape: Sequence[int] = (3, 224, 224),
+        forward: Optional[Callable] = None,
+    ) -> None:
+        """Find the units of ``supernet`` and make it prunable.
+
+        Args:
+            supernet (nn.Module): The model to prune; converted in place.
+            input_shape (Sequence[int]): ``(C, H, W)`` at which FLOPs are
+                counted. Defaults to ``(3, 224, 224)``.
+            forward (callable, optional): ``forward(model, x)`` used for the
+                trace. Defaults to None (``model(x)``).
+        """
+        self.input_shape = tuple(input_shape)
+        self.trace = trace_channels(supernet, input_shape, forward)
+        self.specs = find_units(self.trace, self.explicit_units)
+        if not self.specs:
+            raise ValueError(
+                'found no prunable channels in the model: every '
+                'convolution is fixed by the input, the output '
+                'or an operation the tracer cannot slice'
+            )
+        modules = dict(supernet.named_modules())
+        for module in modules.values():
+            convert_layer(module)
+        self.units = nn.ModuleList()
+        for spec in self.specs:
+            cfg = dict(
+                self.channel_unit_cfg,
+                name=spec.name,
+                num_channels=spec.num_channels,
+                layers=spec.producers + spec.followers,
+            )
+            self.units.append(MODELS.build(cfg))
+        if len({u.num_groups for u in self.units}) != 1:
+            raise ValueError('all units must have the same num_groups')
+        self._layers = {
+            name: modules[name]
+            for spec in self.specs
+            for name in spec.producers + spec.followers + spec.scale_points
+        }
+        self._norms = [
+            m for m in supernet.modules() if isinstance(m, DynamicBatchNorm2d)
+        ]
+        self.flops_table = FlopsTable(self.trace, self.specs)
+        self.set_subnet('max')
+
+    # ------------------------------------------------------------ properties
+    @property
+    def unit_names(self) -> List[str]:
+        """Names of the units, in order."""
+        return [u.name for u in self.units]
+
+    def alphas(self) -> Tensor:
+        """Architecture parameters of all units stacked, ``(U, G - 1)``."""
+        return torch.stack([u.alpha for u in self.units])
+
+    def group_sizes(self) -> Tensor:
+        """Channels per group of all units stacked, ``(U, G)``."""
+        return torch.stack([u.group_sizes for u in self.units])
+
+    def arch_parameters(self) -> List[nn.Parameter]:
+        """The ``alpha`` of every unit."""
+        return [u.alpha for u in self.units]
+
+    # -------------------------------------------------------------- subnets
+    def sample_choices(
+        self, mode: str, generator: Optional[torch.Generator] = None
+    ) -> Choices:
+        """Choose channels for every unit.
+
+        Args:
+            mode (str): ``'max'`` (all channels), ``'min'`` (one group per
+                unit), ``'direct'`` (Direct Sampling: run each unit's Markov
+                chain) or ``'expected'`` (Expected Sampling: round each unit's
+                expected channels).
+            generator (torch.Generator, optional): Randomness for
+                ``'direct'``. Defaults to None.
+
+        Returns:
+            dict[str, int]: Unit name -> retained channels.
+        """
+        if mode == 'max':
+            return {u.name: u.num_channels for u in self.units}
+        if mode == 'min':
+            return {u.name: u.min_channels for u in self.units}
+        if mode == 'direct':
+            return {u.name: u.sample_channels(generator) for u in self.units}
+        if mode == 'expected':
+            return {u.name: u.expected_choice() for u in self.units}
+        raise ValueError(
+            f'unknown sampling mode {mode!r}; expected one of '
+            f'{SAMPLING_MODES} or a dict of channels'
+        )
+
+    def set_subnet(
+        self,
+        subnet: Union[str, Choices],
+        generator: Optional[torch.Generator] = None,
+    ) -> Choices:
+        """Make the supernet run as a subnet.
+
+        Args:
+            subnet (str | dict): A mode of :meth:`sample_choices` or a dict
+                from unit name to retained channels.
+            generator (torch.Generator, optional): Randomness for
+                ``'direct'``. Defaults to None.
+
+        Returns:
+            dict[str, int]: The choices that were set.
+        """
+        choices = (
+            self.sample_choices(subnet, generator)
+            if isinstance(subnet, str)
+            else self.check_choices(subnet)
+        )
+        for unit in self.units:
+            width = choices[unit.name]
+            unit.choice = width
+            full = width == unit.num_channels
+            for name in self.specs[self._index(unit.name)].producers:
+                self._layers[name].out_width = None if full else width
+        return choices
+
+    def check_choices(self, choices: Choices) -> Choices:
+        """Validate an explicit choice dict.
+
+        Args:
+            choices (dict[str, int]): Unit name -> retained channels.
+
+        Returns:
+            dict[str, int]: The same choices, as ints.
+        """
+        names = set(self.unit_names)
+        unknown = sorted(set(choices) - names)
+        missing = sorted(names - set(choices))
+        if unknown or missing:
+            raise KeyError(
+                f'choices do not match the units: unknown '
+                f'{unknown}, missing {missing}'
+            )
+        out = {}
+        for unit in self.units:
+            width = int(choices[unit.name])
+            if not 1 <= width <= unit.num_channels:
+                raise ValueError(
+                    f'unit {unit.name}: {width} channels is '
+                    f'outside [1, {unit.num_channels}]'
+                )
+            out[unit.name] = width
+        return out
+
+    def current_choices(self) -> Choices:
+        """The channels currently set, unit name -> channels."""
+        return {u.name: u.choice for u in self.units}
+
+    def layer_channels(
+        self, choices: Optional[Choices] = None
+    ) -> Dict[str, int]:
+        """Retained output channels of every pruned layer (the producers and
+        the depthwise followers of each unit), in model order.
+
+        Args:
+            choices (dict[str, int], optional): Unit choices. Defaults to None
+                (the current ones).
+
+        Returns:
+            dict[str, int]: Layer name -> channels; coupled layers carry the
+            same value.
+        """
+        choices = choices or self.current_choices()
+        by_layer = {}
+        for spec in self.specs:
+            for name in spec.producers:
+                by_layer[name] = choices[spec.name]
+            for name in spec.followers:
+                rec = self.trace.layer(name)
+                by_layer[name] = choices[spec.name] * (
+                    rec.out_channels // rec.in_channels
+                )
+        return {
+            r.name: by_layer[r.name]
+            for r in self.trace.layers
+            if r.name in by_layer
+        }
+
+    def _index(self, name: str) -> int:
+        if not hasattr(self, '_name_index') or len(self._name_index) != len(
+            self.units
+        ):
+            self._name_index = {u.name: i for i, u in enumerate(self.units)}
+        return self._name_index[name]
+
+    # ---------------------------------------------------------------- FLOPs
+    def marginals(self) -> Tensor:
+        """``p(w)`` of every unit (Eq. 6), shape ``(U, G)``."""
+        return marginal_probs(self.alphas())
+
+    def expected_channels(self) -> Tensor:
+        """``E(channel)`` of every unit (Eq. 8), shape ``(U,)``."""
+        return expected_channels(self.marginals(), self.group_sizes())
+
+    def expected_flops(self) -> Tensor:
+        """``E(N_FLOPs)`` (Eq. 12), a differentiable float64 scalar."""
+        return self.flops_table(self.expected_channels())
+
+    def subnet_flops(self, choices: Optional[Choices] = None) -> int:
+        """Exact FLOPs of a subnet.
+
+        Args:
+            choices (dict[str, int], optional): Unit choices. Defaults to None
+                (the current ones).
+
+        Returns:
+            int: Conv + linear MACs at ``input_shape``.
+        """
+        choices = self.check_choices(choices or self.current_choices())
+        c = torch.tensor(
+            [float(choices[n]) for n in self.unit_names], dtype=torch.float64
+        )
+        return int(round(float(self.flops_table(c))))
+
+    def flops_of(self, mode: str) -> int:
+        """Exact FLOPs of the ``'max'``, ``'min'`` or ``'expected'`` subnet."""
+        return self.subnet_flops(self.sample_choices(mode))
+
+    # ------------------------------------------------------- Markov scaling
+    @contextlib.contextmanager
+    def markov_scaling(self) -> Iterator[None]:
+        """Within the context the full network runs with every unit's output
+        channels scaled by their marginals after each batch norm (Eq. 7,
+        Fig. 2b), and batch norms use batch statistics without updating their
+        running statistics. The subnet set before is restored on exit.
+        """
+        previous = self.current_choices()
+        self.set_subnet('max')
+        marg = self.marginals()
+        sizes = self.group_sizes()
+        handles = []
+        try:
+            for i, spec in enumerate(self.specs):
+                scale = channel_scale(marg[i], sizes[i])
+                for name in spec.scale_points:
+                    handles.append(
+                        self._layers[name].register_forward_hook(
+                            _ScaleHook(scale)
+                        )
+                    )
+            with self.frozen_norm_stats():
+                yield
+        finally:
+            for h in handles:
+                h.remove()
+            self.set_subnet(previous)
+
+    @contextlib.contextmanager
+    def frozen_norm_stats(self) -> Iterator[None]:
+        """Inside the context every batch norm of the supernet normalises with
+        batch statistics and leaves its running statistics untouched."""
+        for m in self._norms:
+            m.update_stats = False
+        try:
+            yield
+        finally:
+            for m in self._norms:
+                m.update_stats = True
+
+
+class _ScaleHook:
+    """Forward hook multiplying a layer's output channels by a scale."""
+
+    def __init__(self, scale: Tensor) -> None:
+        self.scale = scale
+
+    def __call__(self, module: nn.Module, args: tuple, out: Tensor) -> Tensor:
+        shape = (1, -1) + (1,) * (out.dim() - 2)
+        return out * self.scale.view(shape)

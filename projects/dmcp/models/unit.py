@@ -1,0 +1,123 @@
+"""The Markov mutable channel unit: one set of architecture parameters for a
+group of layers whose output channels are pruned together."""
+
+from typing import List, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..registry import MODELS
+from .markov import (
+    channel_scale,
+    expected_channels,
+    group_ends,
+    marginal_probs,
+    sample_num_groups,
+)
+
+__all__ = ['MarkovChannelUnit']
+
+
+@MODELS.register_module(name='DMCPChannelUnit', force=True)
+class MarkovChannelUnit(nn.Module):
+    """Channels of one or more coupled layers, split into ``num_groups``
+    groups, with the Markov architecture parameters of Section 3.1.
+
+    ``alpha`` has ``num_groups - 1`` entries: the first group is always kept
+    (``p_1 = 1``, Eq. 5). Retaining ``k`` groups means the first ``k``; group
+    ``k`` ends at channel ``round(C * k / G)``.
+
+    Args:
+        name (str): The unit's name (its first producing layer).
+        num_channels (int): Channels ``C`` of the unit.
+        num_groups (int): Groups ``G`` the channels are split into (10 for
+            ResNet and 15 for MobileNetV2 1.5x in the paper). Defaults to 10.
+        alpha_init_mean (float): Mean of the random initial ``alpha``.
+            Defaults to 0.0 (every transition probability near 0.5).
+        alpha_init_std (float): Standard deviation of the random initial
+            ``alpha``. Defaults to 0.01.
+        layers (Sequence[str], optional): Names of the layers whose output
+            channels the unit sets, for reports. Defaults to None.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        num_channels: int,
+        num_groups: int = 10,
+        alpha_init_mean: float = 0.0,
+        alpha_init_std: float = 0.01,
+        layers: Optional[Sequence[str]] = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(num_groups, int) or num_groups < 1:
+            raise ValueError(
+                f'num_groups must be a positive integer, got '
+                f'{num_groups!r} (unit {name})'
+            )
+        if num_groups > num_channels:
+            raise ValueError(
+                f'num_groups={num_groups} is more than the {num_channels} '
+                f'channels of unit {name}: every group needs a channel'
+            )
+        self.name = name
+        self.num_channels = num_channels
+        self.num_groups = num_groups
+        self.layers: List[str] = list(layers or [name])
+        self.ends: List[int] = group_ends(num_channels, num_groups)
+        sizes = [self.ends[0]] + [
+            b - a for a, b in zip(self.ends, self.ends[1:])
+        ]
+        self.register_buffer(
+            'group_sizes', torch.tensor(sizes), persistent=False
+        )
+        self.alpha = nn.Parameter(torch.empty(num_groups - 1))
+        nn.init.normal_(self.alpha, alpha_init_mean, alpha_init_std)
+        self.choice = num_channels
+
+    @property
+    def min_channels(self) -> int:
+        """Channels of the smallest choice: the first group."""
+        return self.ends[0]
+
+    def marginals(self) -> Tensor:
+        """``p(w_k)`` of every group (Eq. 6), shape ``(G,)``."""
+        return marginal_probs(self.alpha)
+
+    def expected_channels(self) -> Tensor:
+        """``E(channel)`` (Eq. 8), a differentiable scalar."""
+        return expected_channels(self.marginals(), self.group_sizes)
+
+    def channel_scale(self) -> Tensor:
+        """Per-channel scale ``p(w_k)`` of Eq. 7, shape ``(C,)``."""
+        return channel_scale(self.marginals(), self.group_sizes)
+
+    def channels_of(self, num_groups: int) -> int:
+        """Channels retained by keeping the first ``num_groups`` groups."""
+        return self.ends[num_groups - 1]
+
+    def sample_channels(
+        self, generator: Optional[torch.Generator] = None
+    ) -> int:
+        """Direct Sampling: run the Markov chain once (Section 3.3).
+
+        Args:
+            generator (torch.Generator, optional): Source of randomness.
+                Defaults to None.
+
+        Returns:
+            int: Retained channels (a group boundary).
+        """
+        return self.channels_of(int(sample_num_groups(self.alpha, generator)))
+
+    def expected_choice(self) -> int:
+        """Expected Sampling: ``E(channel)`` rounded to a channel count
+        (Section 3.3)."""
+        value = float(self.expected_channels().detach())
+        return int(min(max(round(value), 1), self.num_channels))
+
+    def extra_repr(self) -> str:
+        return (
+            f'name={self.name}, num_channels={self.num_channels}, '
+            f'num_groups={self.num_groups}'
+        )
