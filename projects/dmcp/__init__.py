@@ -14,7 +14,7 @@ from . import compat  # noqa: I001  (must run first)
 
 compat.apply_all()
 
-from . import models  # noqa: E402,F401  (registers the classes)
+from . import engine, models  # noqa: E402,F401  (registers the classes)
 from .registry import HOOKS, LOOPS, MODEL_WRAPPERS, MODELS  # noqa: E402
 from .version import __version__  # noqa: E402
 

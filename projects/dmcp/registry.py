@@ -23,4 +23,29 @@ from mmrazor.registry import (  # noqa: E402
     TASK_UTILS,
 )
 
-__all__ = ['HOOKS', 'LOOPS', 'MODELS', 'MODEL_WRAPPERS', 'TASK_UTILS']
+__all__ = [
+    'HOOKS',
+    'LOOPS',
+    'MODELS',
+    'MODEL_WRAPPERS',
+    'TASK_UTILS',
+    'build_model',
+]
+
+
+def build_model(cfg: dict):
+    """Build a DMCP model part from its config in mmrazor's registry.
+
+    Bare type names resolve in mmrazor's scope whatever the config's
+    ``default_scope`` (OpenMMLab configs inherited from mmpretrain keep
+    ``default_scope='mmpretrain'``).
+
+    Args:
+        cfg (dict): Config with a ``type``.
+
+    Returns:
+        The built object.
+    """
+    cfg = dict(cfg)
+    cfg.setdefault('_scope_', 'mmrazor')
+    return MODELS.build(cfg)

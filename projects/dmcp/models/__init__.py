@@ -1,5 +1,6 @@
 """DMCP's models: the Markov process, units, mutator, FLOPs and losses."""
 
+from .algorithm import DMCP, all_reduce_grads, tensor_forward
 from .flops import (
     FlopsTable,
     count_flops,
@@ -23,6 +24,7 @@ from .markov import (
     transition_probs,
 )
 from .mutator import SAMPLING_MODES, DMCPChannelMutator
+from .subnet import atomic_write_text, dump_subnet
 from .tracer import (
     ChannelTrace,
     LayerRecord,
@@ -31,8 +33,15 @@ from .tracer import (
     trace_channels,
 )
 from .unit import MarkovChannelUnit
+from .wrapper import DMCPDistributedWrapper
 
 __all__ = [
+    'DMCP',
+    'all_reduce_grads',
+    'tensor_forward',
+    'atomic_write_text',
+    'dump_subnet',
+    'DMCPDistributedWrapper',
     'FlopsTable',
     'count_flops',
     'count_params',

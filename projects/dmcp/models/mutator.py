@@ -8,7 +8,7 @@ import torch
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
-from ..registry import MODELS
+from ..registry import MODELS, build_model
 from .flops import FlopsTable
 from .layers import DynamicBatchNorm2d, convert_layer
 from .markov import channel_scale, expected_channels, marginal_probs
@@ -98,7 +98,7 @@ class DMCPChannelMutator(BaseModule):
                 num_channels=spec.num_channels,
                 layers=spec.producers + spec.followers,
             )
-            self.units.append(MODELS.build(cfg))
+            self.units.append(build_model(cfg))
         if len({u.num_groups for u in self.units}) != 1:
             raise ValueError('all units must have the same num_groups')
         self._layers = {

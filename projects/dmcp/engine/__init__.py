@@ -1,0 +1,11 @@
+"""DMCP's engine parts: the search loop and the FLOPs estimator hook."""
+
+from .hooks import DMCPFlopsEstimatorHook, export_search_results
+from .loop import DMCPTrainLoop, check_optim_wrappers
+
+__all__ = [
+    'DMCPFlopsEstimatorHook',
+    'DMCPTrainLoop',
+    'check_optim_wrappers',
+    'export_search_results',
+]

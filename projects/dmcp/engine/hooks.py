@@ -1,0 +1,216 @@
+"""The FLOPs estimator hook: logs the search's FLOPs and exports subnets."""
+
+import os.path as osp
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+import yaml
+from mmengine.dist import is_main_process
+from mmengine.hooks import Hook
+
+from ..models.flops import format_flops
+from ..models.subnet import atomic_write_text, dump_subnet
+from ..registry import HOOKS
+from .loop import unwrap
+
+__all__ = ['DMCPFlopsEstimatorHook']
+
+SUBNET_FILE = 'DMCP_SUBNET_IMAGENET.yaml'
+
+
+@HOOKS.register_module()
+class DMCPFlopsEstimatorHook(Hook):
+    """Logs the FLOPs of the search and writes the searched subnets.
+
+    After every iteration it puts into the log line (with the usual progress
+    and ETA of mmengine's logger): the expected FLOPs ``E[FLOPs]`` and the
+    target (in MFLOPs, i.e. millions of MACs), and the FLOPs of the subnets
+    that stage 1 trained. Every ``width_interval`` iterations it logs the
+    expected width of each unit.
+
+    At the end of the search it writes, atomically, into the work dir (rank 0
+    only):
+
+    * ``DMCP_SUBNET_IMAGENET.yaml``: the Expected Sampling subnet (the paper's
+      default, Section 3.3);
+    * ``direct_sampling/subnet_{i}.yaml``: up to ``num_direct_samples``
+      Direct Samples whose FLOPs lie in ``[gamma * T, T]``, out of at most
+      ``max_direct_draws`` draws, and ``direct_sampling/summary.yaml`` with
+      the FLOPs of all draws (count, mean, quantiles).
+
+    Args:
+        width_interval (int): Log unit widths every this many iterations;
+            0 disables. Defaults to 100.
+        num_direct_samples (int): Direct Samples to keep. Defaults to 5.
+        max_direct_draws (int): Direct Samples to draw at most. Defaults to
+            10000.
+        seed (int): Seed of the Direct Sampling at export. Defaults to 0.
+        subnet_file (str): Name of the Expected Sampling file. Defaults to
+            ``'DMCP_SUBNET_IMAGENET.yaml'``.
+    """
+
+    priority = 'NORMAL'  # before the LoggerHook, so figures reach its line
+
+    def __init__(
+        self,
+        width_interval: int = 100,
+        num_direct_samples: int = 5,
+        max_direct_draws: int = 10000,
+        seed: int = 0,
+        subnet_file: str = SUBNET_FILE,
+    ) -> None:
+        self.width_interval = width_interval
+        self.num_direct_samples = num_direct_samples
+        self.max_direct_draws = max_direct_draws
+        self.seed = seed
+        self.subnet_file = subnet_file
+
+    def after_train_iter(
+        self,
+        runner,
+        batch_idx: int,
+        data_batch: Optional[dict] = None,
+        outputs: Optional[dict] = None,
+    ) -> None:
+        algo = unwrap(runner.model)
+        hub = runner.message_hub
+        with torch.no_grad():
+            expected = float(algo.mutator.expected_flops())
+        hub.update_scalar('train/expected_mflops', expected / 1e6)
+        hub.update_scalar('train/target_mflops', algo.target_flops / 1e6)
+        for tag, flops in algo.last_subnet_flops.items():
+            hub.update_scalar(f'train/{tag}_mflops', flops / 1e6)
+        if self.width_interval and self.every_n_train_iters(
+            runner, self.width_interval
+        ):
+            runner.logger.info(self.width_report(algo))
+
+    @staticmethod
+    def width_report(algo) -> str:
+        """Expected width of every unit, one line each."""
+        with torch.no_grad():
+            widths = algo.mutator.expected_channels().tolist()
+        lines = [
+            f'E[FLOPs] {format_flops(float(algo.mutator.expected_flops()))}'
+            f' / target {format_flops(algo.target_flops)}; expected '
+            'channels per unit:'
+        ]
+        for unit, w in zip(algo.mutator.units, widths):
+            lines.append(
+                f'  {unit.name}: {w:.1f}/{unit.num_channels} '
+                f'({100 * w / unit.num_channels:.0f}%)'
+            )
+        return '\n'.join(lines)
+
+    def after_train(self, runner) -> None:
+        if not is_main_process():
+            return
+        algo = unwrap(runner.model)
+        paths = export_search_results(
+            algo,
+            runner.work_dir,
+            supernet=_config_name(runner),
+            subnet_file=self.subnet_file,
+            num_direct_samples=self.num_direct_samples,
+            max_direct_draws=self.max_direct_draws,
+            seed=self.seed,
+        )
+        runner.logger.info(self.width_report(algo))
+        for what, path in paths.items():
+            runner.logger.info(f'{what}: {path}')
+
+
+def _config_name(runner) -> str:
+    cfg = getattr(runner, 'cfg', None)
+    return getattr(cfg, 'filename', None) or ''
+
+
+def subnet_meta(algo, sampling: str, flops: int, supernet: str) -> dict:
+    """The ``meta`` section of a subnet yaml."""
+    return dict(
+        algorithm='DMCP',
+        sampling=sampling,
+        target_flops=int(algo.target_flops),
+        flops=int(flops),
+        input_shape=list(algo.input_shape),
+        supernet=supernet,
+    )
+
+
+def export_search_results(
+    algo,
+    work_dir: str,
+    supernet: str = '',
+    subnet_file: str = SUBNET_FILE,
+    num_direct_samples: int = 5,
+    max_direct_draws: int = 10000,
+    seed: int = 0,
+) -> Dict[str, str]:
+    """Write the Expected Sampling subnet and the Direct Samples.
+
+    Args:
+        algo (DMCP): The searched algorithm.
+        work_dir (str): Folder to write into.
+        supernet (str): Config file the search ran. Defaults to ''.
+        subnet_file (str): Expected Sampling file name. Defaults to
+            ``'DMCP_SUBNET_IMAGENET.yaml'``.
+        num_direct_samples (int): Direct Samples to keep. Defaults to 5.
+        max_direct_draws (int): Draws at most. Defaults to 10000.
+        seed (int): Seed of the draws. Defaults to 0.
+
+    Returns:
+        dict[str, str]: What was written -> path.
+    """
+    mutator = algo.mutator
+    alphas = mutator.alphas().detach()
+    if not bool(torch.isfinite(alphas).all()):
+        raise FloatingPointError('alpha is not finite: no subnet written')
+    previous = mutator.current_choices()
+    paths = {}
+    choices = mutator.sample_choices('expected')
+    flops = mutator.subnet_flops(choices)
+    path = osp.join(work_dir, subnet_file)
+    dump_subnet(
+        path,
+        mutator.layer_channels(choices),
+        subnet_meta(algo, 'expected', flops, supernet),
+    )
+    paths['Expected Sampling subnet'] = path
+
+    low, high = algo.gamma * algo.target_flops, algo.target_flops
+    generator = torch.Generator().manual_seed(seed)
+    drawn: List[int] = []
+    kept = 0
+    folder = osp.join(work_dir, 'direct_sampling')
+    while kept < num_direct_samples and len(drawn) < max_direct_draws:
+        choices = mutator.sample_choices('direct', generator)
+        flops = mutator.subnet_flops(choices)
+        drawn.append(flops)
+        if low <= flops <= high:
+            dump_subnet(
+                osp.join(folder, f'subnet_{kept}.yaml'),
+                mutator.layer_channels(choices),
+                subnet_meta(algo, 'direct', flops, supernet),
+            )
+            kept += 1
+    arr = np.asarray(drawn, dtype=np.float64)
+    summary = dict(
+        draws=len(drawn),
+        kept=kept,
+        band=[int(low), int(high)],
+        mean=float(arr.mean()),
+        std=float(arr.std()),
+        quantiles={
+            f'q{int(q * 100):02d}': float(np.quantile(arr, q))
+            for q in (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
+        },
+        within_band=float(((arr >= low) & (arr <= high)).mean()),
+    )
+    atomic_write_text(
+        osp.join(folder, 'summary.yaml'),
+        yaml.safe_dump(summary, sort_keys=False),
+    )
+    paths['Direct Sampling'] = folder
+    mutator.set_subnet(previous)
+    return paths

@@ -1,0 +1,327 @@
+"""The DMCP algorithm: one training step of the search (Section 3.2)."""
+
+from typing import Dict, List, Optional, Sequence, Union
+
+import torch
+from mmengine.dist import all_reduce_params, get_world_size
+from mmengine.model import BaseModel
+from mmengine.optim import OptimWrapper, OptimWrapperDict
+from mmrazor.models.algorithms.base import BaseAlgorithm
+from torch import Tensor, nn
+
+from ..registry import MODELS, build_model
+from .flops import format_flops, parse_flops
+from .losses import DMCPBudgetLoss
+from .mutator import DMCPChannelMutator
+
+__all__ = ['DMCP', 'all_reduce_grads', 'tensor_forward']
+
+WEIGHTS_KEY = 'architecture'
+ARCH_KEY = 'mutator'
+
+
+def tensor_forward(model: nn.Module, x: Tensor) -> Tensor:
+    """Forward used to trace and count a model: an OpenMMLab ``BaseModel`` in
+    ``mode='tensor'``, any other module called on ``x``.
+
+    Args:
+        model (nn.Module): The model.
+        x (Tensor): A batch of inputs.
+
+    Returns:
+        Tensor: The model's raw output.
+    """
+    if isinstance(model, BaseModel):
+        return model(x, mode='tensor')
+    return model(x)
+
+
+def all_reduce_grads(params: Sequence[nn.Parameter]) -> None:
+    """Average the gradients of ``params`` over all processes (a no-op in a
+    single process). DMCP's step runs several forward/backward passes before
+    one optimizer step, so it reduces once per step instead of letting
+    DistributedDataParallel reduce after every backward.
+
+    Args:
+        params (Sequence[nn.Parameter]): Parameters whose ``.grad`` to reduce.
+    """
+    world_size = get_world_size()
+    if world_size == 1:
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    if grads:
+        all_reduce_params(grads, op='mean')
+
+
+def _check_finite(value: Union[Tensor, float], what: str) -> None:
+    v = value.detach() if isinstance(value, Tensor) else torch.tensor(value)
+    if not bool(torch.isfinite(v).all()):
+        raise FloatingPointError(
+            f'{what} is not finite ({v.flatten()[:8].tolist()}); the search '
+            'stopped before writing any subnet from it'
+        )
+
+
+@MODELS.register_module(name='DMCP', force=True)
+class DMCP(BaseAlgorithm):
+    """Differentiable Markov Channel Pruning (Guo et al., CVPR 2020).
+
+    Each call of :meth:`train_step` runs
+
+    * stage 1, the weight update with the variant sandwich rule: the ``max``
+      subnet, the ``min`` subnet and ``num_direct_samples`` subnets drawn by
+      the Markov chains (Direct Sampling) each run forward and backward on
+      the batch with the cross entropy loss only (Eq. 14); their gradients
+      accumulate and the weight optimizer takes **one** step. Subnets run on
+      weight slices and without the Markov scaling; only the ``max`` subnet
+      updates the batch norms' running statistics.
+    * stage 2 (unless ``update_arch=False``, as in warmup), the architecture
+      update: the full network runs with every unit's channels scaled by their
+      marginals after each batch norm (Eq. 7), the loss is
+      ``loss_cls + lambda_reg * loss_reg`` (Eq. 15) and only ``alpha`` gets
+      gradients and steps. Batch norms use batch statistics there and keep
+      their running statistics.
+
+    The optimizers come as an ``OptimWrapperDict`` whose key
+    ``'architecture'`` optimises the network weights and ``'mutator'`` the
+    architecture parameters (mmrazor's ``SeparateOptimWrapperConstructor``
+    builds it from the two submodules of the same names).
+
+    Args:
+        architecture (dict | BaseModel): The supernet, an mmpretrain
+            classifier or its config.
+        target_flops (int | float | str): Target FLOPs ``T``, as MACs or a
+            string such as ``'2.2G'`` or ``'300M'`` (see
+            :mod:`projects.dmcp.models.flops` for the convention).
+        mutator (dict | DMCPChannelMutator, optional): The channel mutator or
+            its config. Defaults to None (``dict(type='DMCPChannelMutator')``).
+        input_shape (Sequence[int]): ``(C, H, W)`` of one input, at which the
+            FLOPs are counted. Defaults to ``(3, 224, 224)``.
+        gamma (float): Tolerance ratio of the budget loss margin, in
+            ``(0, 1]``. Defaults to 0.99.
+        lambda_reg (float): Weight of the budget loss (Eq. 15). Defaults to
+            0.1.
+        num_direct_samples (int): Subnets drawn by Direct Sampling in each
+            stage 1 (the sandwich rule's random subnets). Defaults to 2.
+        seed (int, optional): Seed of the generator that draws subnets.
+            Defaults to None (drawn from torch's global generator, which the
+            runner seeds identically on every rank).
+        data_preprocessor (dict | nn.Module, optional): Defaults to None (the
+            architecture's).
+        init_cfg (dict, optional): Defaults to None.
+    """
+
+    def __init__(
+        self,
+        architecture: Union[BaseModel, Dict],
+        target_flops: Union[int, float, str],
+        mutator: Optional[Union[DMCPChannelMutator, Dict]] = None,
+        input_shape: Sequence[int] = (3, 224, 224),
+        gamma: float = 0.99,
+        lambda_reg: float = 0.1,
+        num_direct_samples: int = 2,
+        seed: Optional[int] = None,
+        data_preprocessor: Optional[Union[Dict, nn.Module]] = None,
+        init_cfg: Optional[Dict] = None,
+    ) -> None:
+        if (
+            isinstance(data_preprocessor, dict)
+            and 'type' not in data_preprocessor
+            and isinstance(architecture, dict)
+        ):
+            # The runner passes mmpretrain's top-level, type-less
+            # `data_preprocessor` here: it belongs to the classifier.
+            architecture = dict(architecture)
+            architecture.setdefault('data_preprocessor', data_preprocessor)
+            data_preprocessor = None
+        super().__init__(architecture, data_preprocessor, init_cfg)
+        if not (
+            isinstance(num_direct_samples, int) and num_direct_samples >= 0
+        ):
+            raise ValueError(
+                'model.num_direct_samples must be an integer '
+                f'>= 0, got {num_direct_samples!r}'
+            )
+        self.input_shape = _check_input_shape(input_shape)
+        if mutator is None:
+            mutator = dict(type='DMCPChannelMutator')
+        if isinstance(mutator, dict):
+            mutator = build_model(mutator)
+        if not isinstance(mutator, DMCPChannelMutator):
+            raise TypeError(
+                "model.mutator must build projects.dmcp's "
+                f'DMCPChannelMutator, got {type(mutator)}'
+            )
+        self.mutator = mutator
+        try:
+            self.mutator.prepare_from_supernet(
+                self.architecture, self.input_shape, tensor_forward
+            )
+        except RuntimeError as e:
+            raise ValueError(
+                f'model.input_shape={list(self.input_shape)} '
+                f'does not run through the network: {e}'
+            ) from e
+        self.target_flops = parse_flops(target_flops)
+        self.full_flops = self.mutator.flops_of('max')
+        self.min_flops = self.mutator.flops_of('min')
+        if not self.min_flops <= self.target_flops <= self.full_flops:
+            raise ValueError(
+                f'model.target_flops={format_flops(self.target_flops)} is '
+                f'outside what the supernet can reach at input '
+                f'{list(self.input_shape)}: from '
+                f'{format_flops(self.min_flops)} (min subnet) to '
+                f'{format_flops(self.full_flops)} (full network)'
+            )
+        self.budget = DMCPBudgetLoss(self.target_flops, gamma, lambda_reg)
+        self.num_direct_samples = num_direct_samples
+        if seed is None:
+            seed = int(torch.randint(0, 2**62, ()).item())
+        self.sampler = torch.Generator().manual_seed(int(seed))
+        # Figures of the last step, read by the FLOPs estimator hook.
+        self.last_subnet_flops: Dict[str, int] = {}
+        self.last_expected_flops: Optional[float] = None
+
+    @property
+    def gamma(self) -> float:
+        """Tolerance ratio of the budget margin."""
+        return self.budget.gamma
+
+    # ------------------------------------------------------------- training
+    def train_step(
+        self,
+        data: Union[dict, tuple, list],
+        optim_wrapper: OptimWrapperDict,
+        update_arch: bool = True,
+    ) -> Dict[str, Tensor]:
+        """One DMCP iteration: stage 1, then stage 2 unless ``update_arch``
+        is False (warmup).
+
+        Args:
+            data (dict | tuple | list): A batch from the dataloader.
+            optim_wrapper (OptimWrapperDict): Wrappers under the keys
+                ``'architecture'`` (weights) and ``'mutator'`` (alpha).
+            update_arch (bool): Whether to run stage 2. Defaults to True.
+
+        Returns:
+            dict[str, Tensor]: Losses to log.
+        """
+        weights_ow, arch_ow = self._split_optim_wrapper(optim_wrapper)
+        data = self.data_preprocessor(data, True)
+        log_vars = self._weight_step(data, weights_ow)
+        if update_arch:
+            log_vars.update(self._arch_step(data, arch_ow))
+        return log_vars
+
+    def _weight_step(
+        self, data: dict, optim_wrapper: OptimWrapper
+    ) -> Dict[str, Tensor]:
+        """Stage 1: the variant sandwich rule, one optimizer step."""
+        plan = ['max', 'min'] + ['direct'] * self.num_direct_samples
+        log_vars, total = {}, 0.0
+        self.last_subnet_flops = {}
+        for i, mode in enumerate(plan):
+            tag = mode if mode != 'direct' else f'direct{i - 2}'
+            choices = self.mutator.set_subnet(mode, self.sampler)
+            self.last_subnet_flops[tag] = self.mutator.subnet_flops(choices)
+            with optim_wrapper.optim_context(self):
+                if mode == 'max':
+                    losses = self.architecture(**data, mode='loss')
+                else:
+                    with self.mutator.frozen_norm_stats():
+                        losses = self.architecture(**data, mode='loss')
+            loss, parsed = self.parse_losses(losses)
+            _check_finite(loss, f'the task loss of the {tag} subnet')
+            optim_wrapper.backward(loss)
+            log_vars[f'{tag}.loss'] = parsed['loss']
+            total += parsed['loss']
+        self.mutator.set_subnet('max')
+        all_reduce_grads(self._weight_params())
+        optim_wrapper.step()
+        optim_wrapper.zero_grad()
+        log_vars['loss'] = total
+        return log_vars
+
+    def _arch_step(
+        self, data: dict, optim_wrapper: OptimWrapper
+    ) -> Dict[str, Tensor]:
+        """Stage 2: Markov-scaled full network, alpha-only step (Eq. 15)."""
+        alphas = self.mutator.arch_parameters()
+        with (
+            optim_wrapper.optim_context(self.mutator),
+            self.mutator.markov_scaling(),
+        ):
+            losses = self.architecture(**data, mode='loss')
+            loss_cls, _ = self.parse_losses(losses)
+            expected = self.mutator.expected_flops()
+            loss_reg = self.budget(expected).to(loss_cls.dtype)
+            loss = loss_cls + loss_reg
+        _check_finite(loss_cls, 'the task loss of the architecture step')
+        _check_finite(loss_reg, 'the budget loss (loss_reg)')
+        optim_wrapper.backward(loss, inputs=alphas)
+        all_reduce_grads(alphas)
+        optim_wrapper.step()
+        optim_wrapper.zero_grad()
+        _check_finite(self.mutator.alphas(), 'alpha after the update')
+        self.last_expected_flops = float(expected.detach())
+        return {
+            'arch.loss_cls': loss_cls.detach(),
+            'arch.loss_reg': loss_reg.detach(),
+        }
+
+    def _weight_params(self) -> List[nn.Parameter]:
+        return [p for p in self.architecture.parameters() if p.requires_grad]
+
+    def _split_optim_wrapper(self, optim_wrapper: OptimWrapperDict) -> tuple:
+        keys = set(getattr(optim_wrapper, 'optim_wrappers', {}))
+        if {WEIGHTS_KEY, ARCH_KEY} - keys:
+            raise KeyError(
+                'DMCP needs optim_wrapper to be a dict of two optimizer '
+                f"wrappers, '{WEIGHTS_KEY}' (weights) and '{ARCH_KEY}' "
+                f'(alpha); got {sorted(keys) or type(optim_wrapper).__name__}'
+            )
+        return optim_wrapper[WEIGHTS_KEY], optim_wrapper[ARCH_KEY]
+
+    # ---------------------------------------------------- sampler in ckpt
+    def _save_to_state_dict(
+        self, destination: dict, prefix: str, keep_vars: bool
+    ) -> None:
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        destination[prefix + 'sampler_state'] = self.sampler.get_state()
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict,
+        prefix: str,
+        local_metadata: dict,
+        strict: bool,
+        missing_keys: list,
+        unexpected_keys: list,
+        error_msgs: list,
+    ) -> None:
+        super()._load_from_state_dict(
+            state_dict,
+            prefix,
+            local_metadata,
+            strict,
+            missing_keys,
+            unexpected_keys,
+            error_msgs,
+        )
+        key = prefix + 'sampler_state'
+        if key in state_dict:
+            self.sampler.set_state(state_dict[key].cpu().to(torch.uint8))
+            if key in unexpected_keys:
+                unexpected_keys.remove(key)
+
+
+def _check_input_shape(input_shape: Sequence[int]) -> tuple:
+    shape = (
+        tuple(input_shape) if isinstance(input_shape, (list, tuple)) else ()
+    )
+    if len(shape) != 3 or not all(isinstance(s, int) and s > 0 for s in shape):
+        raise ValueError(
+            'model.input_shape must be (C, H, W) with positive '
+            f'integers, got {input_shape!r}'
+        )
+    return shape
