@@ -19,18 +19,36 @@ with compiled ops that match their torch build. On the pinned stack
    and ``_set_input_output_observed`` that mmrazor's quantization configs call
    at import time, and ``torch.ao.quantization.backend_config.utils`` must be
    imported explicitly.
+4. Since torch 2.6 ``torch.load`` defaults to ``weights_only=True``, and
+   mmengine 0.10.7 loads local checkpoints without saying otherwise, so it
+   cannot read its own checkpoints back (their message hub pickles
+   ``HistoryBuffer`` and numpy arrays): ``load_from``, ``resume`` and
+   ``tools/test.py`` fail with ``Weights only load failed``. The shim
+   re-registers mmengine's local-file loader with ``weights_only=False``, as
+   the upstream fix (open-mmlab/mmengine PR #1650) does. Only local files go
+   through it (your own work dirs); URLs keep torch's safe default.
 
 Each shim checks for the thing it supplies and does nothing where the stack
 already has it. :func:`apply_all` runs them all; it is idempotent and is called
 by ``projects.dmcp.__init__`` and by ``tools/`` before anything imports mmrazor
 or torchvision. None of the shims touches the numerics of the models we train:
 they only let modules import.
+
+Separately, :func:`setup_cpu_distributed` (called by ``tools/train.py`` and
+``tools/test.py``, not by :func:`apply_all`) lets mmengine 0.10.7's launchers
+(``pytorch``, ``slurm``, ``mpi``) run on a machine without CUDA, which they
+otherwise cannot: see its docstring.
 """
 
+import argparse
 import importlib
 import importlib.util
+import inspect
+import io
+import os.path as osp
+import pickle
 import sys
-from typing import Callable, Dict, List
+from typing import Any, Callable, Dict, List
 
 import torch
 
@@ -40,6 +58,8 @@ __all__ = [
     'patch_torchvision_ops',
     'patch_fuser_method_names',
     'patch_backend_pattern_config',
+    'patch_mmengine_checkpoint_loading',
+    'setup_cpu_distributed',
 ]
 
 # Names of the shims that acted in this process (in the order they acted).
@@ -155,7 +175,7 @@ def patch_fuser_method_names() -> bool:
 
 def _chainable_noop(name: str) -> Callable:
 
-    def setter(self, *args, **kwargs):
+    def setter(self: Any, *args: Any, **kwargs: Any) -> Any:
         return self
 
     setter.__name__ = name
@@ -194,6 +214,70 @@ def patch_backend_pattern_config() -> bool:
     return added
 
 
+def _torch_load_defaults_to_weights_only() -> bool:
+    """Whether a bare ``torch.load`` refuses a non-tensor global."""
+    buffer = io.BytesIO()
+    torch.save(argparse.Namespace(), buffer)
+    buffer.seek(0)
+    try:
+        torch.load(buffer)
+    except pickle.UnpicklingError:
+        return True
+    return False
+
+
+def _load_from_local(filename: str, map_location: Any = None) -> Any:
+    """Load a checkpoint from a local file (mmengine's ``load_from_local``,
+    with ``weights_only=False``).
+
+    Args:
+        filename: Local checkpoint path (``~`` is expanded).
+        map_location: Same as :func:`torch.load`.
+
+    Returns:
+        dict or OrderedDict: The loaded checkpoint.
+    """
+    filename = osp.expanduser(filename)
+    if not osp.isfile(filename):
+        raise FileNotFoundError(f'{filename} can not be found.')
+    return torch.load(filename, map_location=map_location, weights_only=False)
+
+
+# mmengine logs ``Loads checkpoint by <name[10:]> backend``: keep ``local``.
+_load_from_local.__name__ = 'load_from_local'
+
+
+def patch_mmengine_checkpoint_loading() -> bool:
+    """Let mmengine load its own local checkpoints on torch >= 2.6.
+
+    Replaces the loader registered for local paths (prefix ``''``) in
+    ``mmengine.runner.checkpoint.CheckpointLoader``, and the module's
+    ``load_from_local`` that ``load_from_openmmlab`` calls, with one that
+    passes ``weights_only=False``. Does nothing when mmengine is missing,
+    when ``torch.load`` does not default to weights-only loading (torch < 2.6,
+    or ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``), or when the registered loader
+    already passes ``weights_only``.
+
+    Returns:
+        bool: True if the loader was replaced by this call.
+    """
+    try:
+        ckpt = importlib.import_module('mmengine.runner.checkpoint')
+    except ImportError:
+        return False
+    loader = ckpt.CheckpointLoader._schemes.get('')
+    try:
+        source = inspect.getsource(loader)
+    except (OSError, TypeError):
+        source = ''
+    if 'weights_only' in source or not _torch_load_defaults_to_weights_only():
+        return False
+    ckpt.CheckpointLoader.register_scheme('', _load_from_local, force=True)
+    ckpt.load_from_local = _load_from_local
+    _mark('mmengine_checkpoint_loading')
+    return True
+
+
 def apply_all() -> List[str]:
     """Apply every shim that this stack needs. Safe to call many times.
 
@@ -203,4 +287,75 @@ def apply_all() -> List[str]:
     patch_torchvision_ops()
     patch_fuser_method_names()
     patch_backend_pattern_config()
+    patch_mmengine_checkpoint_loading()
     return applied_shims()
+
+
+def setup_cpu_distributed(cfg: Any) -> bool:
+    """Prepare a distributed run for a machine without CUDA and start it.
+
+    mmengine 0.10.7 assumes CUDA once ``launcher != 'none'``: the configs
+    default to ``dist_cfg=dict(backend='nccl')``, ``init_dist`` calls
+    ``torch.cuda.set_device`` (an ``AttributeError`` on a CPU-only torch) and
+    the runner wraps the model in DDP with ``device_ids=[LOCAL_RANK]``, which
+    DDP rejects for a CPU module. When CUDA is unavailable this function
+
+    1. sets ``cfg.env_cfg.dist_cfg.backend`` to ``'gloo'`` unless it already
+       names a backend that works on CPU (``gloo``, or ``mpi`` when torch has
+       it); other ``dist_cfg`` keys such as ``timeout`` are kept;
+    2. sets ``device_ids=[]`` (DDP's "CPU module" value) in
+       ``cfg.model_wrapper_cfg``, first writing the runner's default
+       ``MMDistributedDataParallel`` config there if it is unset, provided the
+       wrapper is a ``DistributedDataParallel`` (``[]`` and not ``None``,
+       because mmrazor's ``DMCPDDP`` turns ``None`` into ``[LOCAL_RANK]``);
+    3. initialises the process group with mmengine's ``init_dist`` while
+       ``torch.cuda.set_device`` is a no-op, so that the runner finds it
+       initialised and does not call ``init_dist`` again.
+
+    Args:
+        cfg: The mmengine ``Config`` about to be given to the runner; its
+            ``launcher`` key says how processes were launched.
+
+    Returns:
+        bool: True if the config was changed and the process group started,
+        False if there was nothing to do (no launcher, or CUDA available).
+    """
+    if cfg.get('launcher', 'none') == 'none' or torch.cuda.is_available():
+        return False
+    import torch.distributed as torch_dist
+    from mmengine.dist import init_dist, is_distributed
+    from mmengine.registry import MODEL_WRAPPERS
+
+    cpu_backends = ['gloo'] + (
+        ['mpi'] if torch_dist.is_mpi_available() else []
+    )
+    env_cfg = cfg.get('env_cfg') or {}
+    dist_cfg = dict(env_cfg.get('dist_cfg') or {})
+    if dist_cfg.get('backend') not in cpu_backends:
+        dist_cfg['backend'] = 'gloo'
+    cfg.env_cfg = dict(env_cfg, dist_cfg=dist_cfg)
+
+    wrapper = cfg.get('model_wrapper_cfg') or dict(
+        type='MMDistributedDataParallel',
+        broadcast_buffers=False,
+        find_unused_parameters=cfg.get('find_unused_parameters', False),
+    )
+    scope = wrapper.get('_scope_', cfg.get('default_scope'))
+    with MODEL_WRAPPERS.switch_scope_and_registry(scope) as registry:
+        wrapper_cls = registry.get(
+            wrapper.get('type', 'MMDistributedDataParallel')
+        )
+    if isinstance(wrapper_cls, type) and issubclass(
+        wrapper_cls, torch.nn.parallel.DistributedDataParallel
+    ):
+        wrapper['device_ids'] = []
+        cfg.model_wrapper_cfg = wrapper
+
+    if not is_distributed():
+        set_device = torch.cuda.set_device
+        torch.cuda.set_device = lambda device: None
+        try:
+            init_dist(cfg.launcher, **dist_cfg)
+        finally:
+            torch.cuda.set_device = set_device
+    return True
