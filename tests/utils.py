@@ -1,0 +1,97 @@
+"""Shared helpers for the test suite: a tiny generated image folder and the
+paths of the tiny configs.
+
+:func:`make_tiny_imagefolder` writes an mmpretrain ``CustomDataset`` folder in
+ImageNet layout (``data_root/{train,val}/<class>/<img>.png``) of small,
+deterministic RGB PNGs; :func:`tiny_cfg_options` returns the
+``--cfg-options`` that point ``tests/data/configs/tiny_resnet18.py`` (or any
+config with the same dataloader layout) at such a folder.
+"""
+
+import os
+from pathlib import Path
+from typing import List, Optional, Union
+
+import numpy as np
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TEST_DATA = REPO_ROOT / 'tests' / 'data'
+TINY_CONFIG = TEST_DATA / 'configs' / 'tiny_resnet18.py'
+
+
+def make_tiny_imagefolder(
+    root: Union[str, os.PathLike],
+    num_classes: int = 3,
+    num_train: int = 4,
+    num_val: int = 2,
+    size: int = 32,
+    seed: int = 0,
+) -> Path:
+    """Write a tiny image-classification folder in ImageNet layout.
+
+    Each class gets its own base colour plus seeded noise, so the images are
+    deterministic (same arguments, same bytes) and the classes are
+    separable. Existing files are overwritten.
+
+    Args:
+        root: The ``data_root`` to create (parents are created as needed).
+        num_classes: Number of classes, named ``class_0``, ``class_1``, ...
+        num_train: Images per class under ``train/``.
+        num_val: Images per class under ``val/``.
+        size: Height and width of the square images, in pixels.
+        seed: Seed of the numpy generator that draws the noise.
+
+    Returns:
+        Path: ``root`` as a :class:`pathlib.Path`.
+    """
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    for split, count in (('train', num_train), ('val', num_val)):
+        for c in range(num_classes):
+            folder = root / split / f'class_{c}'
+            folder.mkdir(parents=True, exist_ok=True)
+            base = np.zeros(3)
+            base[c % 3] = 160.0 + 40.0 * (c // 3)
+            for i in range(count):
+                noise = rng.normal(0.0, 20.0, size=(size, size, 3))
+                pixels = np.clip(base + noise, 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f'{split}_{c}_{i}.png')
+    return root
+
+
+def tiny_cfg_options(
+    data_root: Union[str, os.PathLike],
+    num_classes: int = 3,
+    batch_size: int = 4,
+    max_iters: int = 2,
+    extra: Optional[List[str]] = None,
+) -> List[str]:
+    """Build ``--cfg-options`` pointing the tiny config at a generated folder.
+
+    Args:
+        data_root: A folder written by :func:`make_tiny_imagefolder`.
+        num_classes: Number of classes in that folder.
+        batch_size: Batch size of the train, val and test dataloaders.
+        max_iters: Training iterations (validation and the checkpoint happen
+            at the last one).
+        extra: More ``key=value`` strings appended at the end.
+
+    Returns:
+        list[str]: ``key=value`` strings, for ``--cfg-options`` or
+        ``Config.merge_from_dict`` after splitting on the first ``=``.
+    """
+    opts = [
+        f'model.head.num_classes={num_classes}',
+        f'data_preprocessor.num_classes={num_classes}',
+        f'train_cfg.max_iters={max_iters}',
+        f'train_cfg.val_interval={max_iters}',
+        f'default_hooks.checkpoint.interval={max_iters}',
+    ]
+    for loader in ('train', 'val', 'test'):
+        opts += [
+            f'{loader}_dataloader.dataset.data_root={data_root}',
+            f'{loader}_dataloader.batch_size={batch_size}',
+            f'{loader}_dataloader.num_workers=0',
+        ]
+    return opts + list(extra or [])
