@@ -1,0 +1,113 @@
+"""Test (evaluate) a checkpoint with mmengine's Runner (modelled on
+mmpretrain's ``tools/test.py``).
+
+Usage::
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--amp]
+        [--cfg-options KEY=VALUE ...] [--launcher {none,pytorch,slurm,mpi}]
+
+Works from a clone without installing: the repository root is put on
+``sys.path`` and the torch 2.x compatibility shims are applied before
+anything imports mmengine, mmpretrain, mmrazor or torchvision. Without CUDA
+the distributed launchers use the ``gloo`` backend
+(:func:`projects.dmcp.compat.setup_cpu_distributed`).
+"""
+
+import os
+import os.path as osp
+import sys
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+
+from projects.dmcp import compat  # noqa: E402
+
+compat.apply_all()
+
+import argparse  # noqa: E402
+
+from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.registry import RUNNERS  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
+
+def parse_args() -> argparse.Namespace:
+    """Parse the command line and set ``LOCAL_RANK`` if it is unset.
+
+    Returns:
+        argparse.Namespace: The parsed arguments.
+    """
+    parser = argparse.ArgumentParser(description='Test (and eval) a model')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument(
+        '--work-dir',
+        help='the directory to save the file containing evaluation metrics',
+    )
+    parser.add_argument(
+        '--amp',
+        action='store_true',
+        help='enable automatic-mixed-precision test (bfloat16 on CPU)',
+    )
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override settings of the config, as key=value pairs (e.g. '
+        'test_dataloader.batch_size=2 or key="[a,b]"); no white space allowed',
+    )
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher',
+    )
+    # torch.distributed.run passes --local-rank (torch.distributed.launch
+    # used --local_rank).
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
+    """Merge the command-line arguments into the config.
+
+    Args:
+        cfg: The config loaded from ``args.config``.
+        args: The parsed command line.
+
+    Returns:
+        Config: ``cfg``, changed in place.
+    """
+    cfg.launcher = args.launcher
+    # work_dir: CLI > config > ./work_dirs/<config stem>
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        stem = osp.splitext(osp.basename(args.config))[0]
+        cfg.work_dir = osp.join('./work_dirs', stem)
+    cfg.load_from = args.checkpoint
+    if args.amp:
+        cfg.test_cfg.fp16 = True
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    return cfg
+
+
+def main() -> None:
+    """Build the runner from the config and evaluate the checkpoint."""
+    args = parse_args()
+    cfg = merge_args(Config.fromfile(args.config), args)
+    compat.setup_cpu_distributed(cfg)
+    if 'runner_type' not in cfg:
+        runner = Runner.from_cfg(cfg)
+    else:
+        runner = RUNNERS.build(cfg)
+    runner.test()
+
+
+if __name__ == '__main__':
+    main()
