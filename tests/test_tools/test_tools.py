@@ -22,8 +22,12 @@ TOOLS = REPO_ROOT / 'tools'
 
 def _env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     """The current environment without PYTHONPATH (the tools must find the
-    repository themselves), plus ``extra``."""
+    repository themselves), with this interpreter's directory first on PATH
+    (the scripts run ``python``, as from an activated virtualenv, and
+    ``make test`` does not activate one), plus ``extra``."""
     env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+    bin_dir = os.path.dirname(sys.executable)
+    env['PATH'] = os.pathsep.join([bin_dir, env.get('PATH', '')])
     env.update(extra or {})
     return env
 
@@ -250,7 +254,7 @@ def test_slurm_scripts_build_srun_command(
         + ['a=1'],
         cwd=tmp_path,
         env={
-            'PATH': f'{bin_dir}{os.pathsep}{os.environ["PATH"]}',
+            'PATH': f'{bin_dir}{os.pathsep}{os.environ.get("PATH", "")}',
             'GPUS': '2',
             'GPUS_PER_NODE': gpus_per_node,
             'CPUS_PER_TASK': '1',
