@@ -125,6 +125,42 @@ def test_amp_on_cpu_fails_clearly(tmp_path: Path) -> None:
     assert not (tmp_path / 'work_dirs').exists()  # failed before building
 
 
+@pytest.mark.parametrize(
+    'argv, resume, load_from',
+    [
+        ([], False, None),
+        (['--resume'], True, None),  # auto-resume from the work dir
+        (['--resume', 'ckpt.pth'], True, 'ckpt.pth'),
+    ],
+)
+def test_train_parse_and_merge_args(
+    monkeypatch: pytest.MonkeyPatch,
+    argv: List[str],
+    resume: bool,
+    load_from: Optional[str],
+) -> None:
+    from mmengine.config import Config
+
+    train = _load_tool('train')
+    monkeypatch.setenv('LOCAL_RANK', '0')  # so that the teardown restores
+    monkeypatch.delenv('LOCAL_RANK')  # the original state
+    monkeypatch.setattr(
+        sys,
+        'argv',
+        ['train.py', str(TINY_CONFIG), '--local-rank', '1', '--work-dir']
+        + ['WD', '--cfg-options', 'train_cfg.max_iters=7']
+        + argv,
+    )
+    args = train.parse_args()
+    assert os.environ['LOCAL_RANK'] == '1'
+    cfg = train.merge_args(Config.fromfile(TINY_CONFIG), args)
+    assert cfg.work_dir == 'WD'
+    assert cfg.launcher == 'none'
+    assert cfg.train_cfg.max_iters == 7
+    assert cfg.resume is resume
+    assert cfg.load_from == load_from
+
+
 # mmengine builds torch.cuda.amp.GradScaler, deprecated in torch 2.x.
 @pytest.mark.filterwarnings('ignore::FutureWarning')
 def test_amp_config_builds_amp_optim_wrappers(
