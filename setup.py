@@ -1,4 +1,5 @@
 """Install dmcp: Differentiable Markov Channel Pruning for OpenMMLab."""
+
 import os.path as osp
 import re
 
@@ -24,7 +25,8 @@ def parse_requirements(fname: str) -> list:
                 continue
             if line.startswith('-r '):
                 reqs += parse_requirements(
-                    osp.join(osp.dirname(fname), line[3:].strip()))
+                    osp.join(osp.dirname(fname), line[3:].strip())
+                )
             else:
                 reqs.append(line)
     return reqs

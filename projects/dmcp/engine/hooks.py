@@ -1,13 +1,14 @@
 """The FLOPs estimator hook: logs the search's FLOPs and exports subnets."""
 
 import os.path as osp
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import numpy as np
 import torch
 import yaml
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
+from mmengine.logging import MMLogger
 
 from ..models.flops import format_flops
 from ..models.subnet import atomic_write_text, dump_subnet
@@ -138,6 +139,47 @@ def subnet_meta(algo, sampling: str, flops: int, supernet: str) -> dict:
     )
 
 
+def expected_sampling(mutator, target: float) -> tuple:
+    """Expected Sampling (Section 3.3) that never exceeds the target.
+
+    Each unit keeps its expected channels (Eq. 8) rounded. If that subnet's
+    FLOPs exceed ``target`` (the search did not reach the budget, or rounding
+    pushed it over), every unit's expected channels are multiplied by the
+    largest common factor ``s < 1`` (found by bisection) for which the
+    rounded subnet fits, never going below one group per unit.
+
+    Args:
+        mutator (DMCPChannelMutator): The searched mutator.
+        target (float): Target FLOPs.
+
+    Returns:
+        tuple[dict[str, int], float]: The choices and the factor ``s`` (1.0
+        when no fit was needed).
+    """
+    choices = mutator.sample_choices('expected')
+    if mutator.subnet_flops(choices) <= target:
+        return choices, 1.0
+    with torch.no_grad():
+        expected = mutator.expected_channels().tolist()
+
+    def shrunk(scale: float) -> dict:
+        return {
+            u.name: int(
+                min(max(round(scale * e), u.min_channels), u.num_channels)
+            )
+            for u, e in zip(mutator.units, expected)
+        }
+
+    low, high = 0.0, 1.0
+    for _ in range(50):
+        mid = (low + high) / 2
+        if mutator.subnet_flops(shrunk(mid)) <= target:
+            low = mid
+        else:
+            high = mid
+    return shrunk(low), low
+
+
 def export_search_results(
     algo,
     work_dir: str,
@@ -168,36 +210,45 @@ def export_search_results(
         raise FloatingPointError('alpha is not finite: no subnet written')
     previous = mutator.current_choices()
     paths = {}
-    choices = mutator.sample_choices('expected')
+    choices, scale = expected_sampling(mutator, algo.target_flops)
     flops = mutator.subnet_flops(choices)
+    meta = subnet_meta(algo, 'expected', flops, supernet)
+    if scale < 1:
+        meta['budget_fit_scale'] = round(scale, 6)
+        MMLogger.get_current_instance().warning(
+            'The Expected Sampling subnet exceeded the target '
+            f'{format_flops(algo.target_flops)} (E[FLOPs] = '
+            f'{format_flops(float(mutator.expected_flops()))}); its expected '
+            f'widths were scaled by {scale:.4f} to fit. A search whose '
+            'E[FLOPs] ends inside [gamma * T, T] needs no such fit.'
+        )
     path = osp.join(work_dir, subnet_file)
-    dump_subnet(
-        path,
-        mutator.layer_channels(choices),
-        subnet_meta(algo, 'expected', flops, supernet),
-    )
+    dump_subnet(path, mutator.layer_channels(choices), meta)
     paths['Expected Sampling subnet'] = path
 
     low, high = algo.gamma * algo.target_flops, algo.target_flops
     generator = torch.Generator().manual_seed(seed)
-    drawn: List[int] = []
-    kept = 0
+    rows = mutator.sample_direct_batch(max_direct_draws, generator)
+    all_flops = mutator.flops_table(rows.double()).round().long()
+    inside = ((all_flops >= low) & (all_flops <= high)).nonzero().flatten()
+    kept = inside[:num_direct_samples].tolist()
+    # The summary covers the draws up to the last one kept (all of them when
+    # fewer than `num_direct_samples` landed in the band).
+    full = kept and len(kept) == num_direct_samples
+    last = kept[-1] + 1 if full else len(rows)
+    drawn = all_flops[:last].tolist()
     folder = osp.join(work_dir, 'direct_sampling')
-    while kept < num_direct_samples and len(drawn) < max_direct_draws:
-        choices = mutator.sample_choices('direct', generator)
-        flops = mutator.subnet_flops(choices)
-        drawn.append(flops)
-        if low <= flops <= high:
-            dump_subnet(
-                osp.join(folder, f'subnet_{kept}.yaml'),
-                mutator.layer_channels(choices),
-                subnet_meta(algo, 'direct', flops, supernet),
-            )
-            kept += 1
+    for i, idx in enumerate(kept):
+        choices = mutator.choices_from_row(rows[idx])
+        dump_subnet(
+            osp.join(folder, f'subnet_{i}.yaml'),
+            mutator.layer_channels(choices),
+            subnet_meta(algo, 'direct', int(all_flops[idx]), supernet),
+        )
     arr = np.asarray(drawn, dtype=np.float64)
     summary = dict(
         draws=len(drawn),
-        kept=kept,
+        kept=len(kept),
         band=[int(low), int(high)],
         mean=float(arr.mean()),
         std=float(arr.std()),

@@ -6,6 +6,7 @@ import torch
 from mmengine.dist import all_reduce_params, get_world_size
 from mmengine.model import BaseModel
 from mmengine.optim import OptimWrapper, OptimWrapperDict
+from mmengine.registry import DefaultScope
 from mmrazor.models.algorithms.base import BaseAlgorithm
 from torch import Tensor, nn
 
@@ -134,6 +135,13 @@ class DMCP(BaseAlgorithm):
             architecture = dict(architecture)
             architecture.setdefault('data_preprocessor', data_preprocessor)
             data_preprocessor = None
+        if (
+            isinstance(architecture, dict)
+            and '_scope_' not in architecture
+            and DefaultScope.get_current_instance() is None
+        ):
+            # Built outside a runner: the classifier is mmpretrain's.
+            architecture = dict(architecture, _scope_='mmpretrain')
         super().__init__(architecture, data_preprocessor, init_cfg)
         if not (
             isinstance(num_direct_samples, int) and num_direct_samples >= 0

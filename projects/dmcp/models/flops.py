@@ -83,38 +83,39 @@ class FlopsTable:
         """FLOPs of every layer (Eq. 9).
 
         Args:
-            channels (Tensor): Channels of each unit, shape ``(U,)``: expected
-                channels (Eq. 8, differentiable) or integer counts.
+            channels (Tensor): Channels of each unit, shape ``(..., U)``:
+                expected channels (Eq. 8, differentiable) or integer counts;
+                leading dims are a batch of subnets.
 
         Returns:
-            Tensor: Float64 FLOPs per layer, in ``layer_names`` order.
+            Tensor: Float64 FLOPs per layer, shape ``(..., L)`` in
+            ``layer_names`` order.
         """
-        if channels.shape != (self.num_units,):
+        if channels.shape[-1:] != (self.num_units,):
             raise ValueError(
                 f'expected {self.num_units} unit channel counts, '
                 f'got shape {tuple(channels.shape)}'
             )
-        c = torch.cat(
-            [
-                channels.to(torch.float64),
-                channels.new_ones(1, dtype=torch.float64),
-            ]
-        )
-        coef = self.coef.to(c.device)
+        c = channels.to(torch.float64)
+        c = torch.cat([c, c.new_ones(c.shape[:-1] + (1,))], dim=-1)
+        dev = c.device
         return (
-            coef * c[self.in_idx.to(c.device)] * c[self.out_idx.to(c.device)]
+            self.coef.to(dev)
+            * c[..., self.in_idx.to(dev)]
+            * c[..., self.out_idx.to(dev)]
         )
 
     def __call__(self, channels: Tensor) -> Tensor:
         """Network FLOPs, Eq. 12: the sum over layers.
 
         Args:
-            channels (Tensor): Channels of each unit, shape ``(U,)``.
+            channels (Tensor): Channels of each unit, shape ``(..., U)``.
 
         Returns:
-            Tensor: Scalar float64 FLOPs, differentiable w.r.t. ``channels``.
+            Tensor: Float64 FLOPs, shape ``channels.shape[:-1]``,
+            differentiable w.r.t. ``channels``.
         """
-        return self.layer_flops(channels).sum()
+        return self.layer_flops(channels).sum(dim=-1)
 
 
 class _MacCounter(TorchFunctionMode):

@@ -11,7 +11,12 @@ from torch import Tensor, nn
 from ..registry import MODELS, build_model
 from .flops import FlopsTable
 from .layers import DynamicBatchNorm2d, convert_layer
-from .markov import channel_scale, expected_channels, marginal_probs
+from .markov import (
+    channel_scale,
+    expected_channels,
+    marginal_probs,
+    sample_num_groups,
+)
 from .tracer import ChannelTrace, UnitSpec, find_units, trace_channels
 
 __all__ = ['DMCPChannelMutator', 'SAMPLING_MODES']
@@ -286,6 +291,31 @@ class DMCPChannelMutator(BaseModule):
             [float(choices[n]) for n in self.unit_names], dtype=torch.float64
         )
         return int(round(float(self.flops_table(c))))
+
+    def sample_direct_batch(
+        self, num: int, generator: Optional[torch.Generator] = None
+    ) -> Tensor:
+        """Draw ``num`` Direct Samples at once.
+
+        Args:
+            num (int): Number of subnets.
+            generator (torch.Generator, optional): Randomness. Defaults to
+                None.
+
+        Returns:
+            Tensor: Retained channels, long, shape ``(num, U)``, columns in
+            ``unit_names`` order.
+        """
+        alphas = self.alphas().detach()
+        groups = sample_num_groups(
+            alphas.expand(num, *alphas.shape), generator
+        )
+        ends = torch.tensor([u.ends for u in self.units])
+        return ends.gather(1, (groups - 1).T).T
+
+    def choices_from_row(self, row: Tensor) -> Choices:
+        """Unit choices from one row of :meth:`sample_direct_batch`."""
+        return {n: int(c) for n, c in zip(self.unit_names, row.tolist())}
 
     def flops_of(self, mode: str) -> int:
         """Exact FLOPs of the ``'max'``, ``'min'`` or ``'expected'`` subnet."""

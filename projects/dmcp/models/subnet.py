@@ -53,6 +53,19 @@ def atomic_write_text(path: str, text: str) -> None:
         raise
 
 
+class _SubnetDumper(yaml.SafeDumper):
+    """Writes lists inline (``input_shape: [3, 224, 224]``), mappings as
+    blocks (one layer per line)."""
+
+
+_SubnetDumper.add_representer(
+    list,
+    lambda dumper, data: dumper.represent_sequence(
+        'tag:yaml.org,2002:seq', data, flow_style=True
+    ),
+)
+
+
 def dump_subnet(
     path: str, channels: Dict[str, int], meta: Optional[Dict[str, Any]] = None
 ) -> None:
@@ -67,4 +80,6 @@ def dump_subnet(
         'meta': dict(meta or {}),
         'channels': {k: int(v) for k, v in channels.items()},
     }
-    atomic_write_text(path, yaml.safe_dump(doc, sort_keys=False))
+    atomic_write_text(
+        path, yaml.dump(doc, Dumper=_SubnetDumper, sort_keys=False)
+    )

@@ -1,7 +1,7 @@
 """The Markov mutable channel unit: one set of architecture parameters for a
 group of layers whose output channels are pruned together."""
 
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -18,6 +18,32 @@ from .markov import (
 __all__ = ['MarkovChannelUnit']
 
 
+def initial_alpha(
+    num_groups: int, init: Union[str, float], name: str = ''
+) -> Tensor:
+    """Initial architecture parameters of a unit, before noise.
+
+    Args:
+        num_groups (int): Groups ``G``.
+        init (str | float): ``'uniform'`` for ``alpha_k = log(G - k + 1)``
+            (``k = 2..G``: ``p(w_k) = (G - k + 1) / G``, every number of
+            retained groups equally likely), or a number for a constant.
+        name (str): Unit name for error messages. Defaults to ''.
+
+    Returns:
+        Tensor: ``alpha`` of shape ``(G - 1,)``.
+    """
+    if init == 'uniform':
+        return torch.log(
+            torch.arange(num_groups - 1, 0, -1, dtype=torch.float32)
+        )
+    if isinstance(init, (int, float)) and not isinstance(init, bool):
+        return torch.full((num_groups - 1,), float(init))
+    raise ValueError(
+        f"alpha_init must be 'uniform' or a number, got {init!r} (unit {name})"
+    )
+
+
 @MODELS.register_module(name='DMCPChannelUnit', force=True)
 class MarkovChannelUnit(nn.Module):
     """Channels of one or more coupled layers, split into ``num_groups``
@@ -32,10 +58,16 @@ class MarkovChannelUnit(nn.Module):
         num_channels (int): Channels ``C`` of the unit.
         num_groups (int): Groups ``G`` the channels are split into (10 for
             ResNet and 15 for MobileNetV2 1.5x in the paper). Defaults to 10.
-        alpha_init_mean (float): Mean of the random initial ``alpha``.
-            Defaults to 0.0 (every transition probability near 0.5).
-        alpha_init_std (float): Standard deviation of the random initial
-            ``alpha``. Defaults to 0.01.
+        alpha_init (str | float): Mean of the random initial ``alpha``:
+            ``'uniform'`` sets ``alpha_k = log(G - k + 1)``, under which the
+            Markov chain retains each number of groups ``1..G`` with equal
+            probability (the uniform widths of the original sandwich rule),
+            so warmup trains every width alike; a number sets every
+            ``alpha_k`` to it (0.0: every transition 0.5). Defaults to
+            ``'uniform'``.
+        alpha_init_std (float): Standard deviation of the Gaussian noise
+            added to the initial ``alpha`` (the paper initialises it
+            randomly). Defaults to 0.01.
         layers (Sequence[str], optional): Names of the layers whose output
             channels the unit sets, for reports. Defaults to None.
     """
@@ -45,7 +77,7 @@ class MarkovChannelUnit(nn.Module):
         name: str,
         num_channels: int,
         num_groups: int = 10,
-        alpha_init_mean: float = 0.0,
+        alpha_init: Union[str, float] = 'uniform',
         alpha_init_std: float = 0.01,
         layers: Optional[Sequence[str]] = None,
     ) -> None:
@@ -71,8 +103,9 @@ class MarkovChannelUnit(nn.Module):
         self.register_buffer(
             'group_sizes', torch.tensor(sizes), persistent=False
         )
-        self.alpha = nn.Parameter(torch.empty(num_groups - 1))
-        nn.init.normal_(self.alpha, alpha_init_mean, alpha_init_std)
+        self.alpha = nn.Parameter(initial_alpha(num_groups, alpha_init, name))
+        with torch.no_grad():
+            self.alpha.add_(torch.randn_like(self.alpha) * alpha_init_std)
         self.choice = num_channels
 
     @property
