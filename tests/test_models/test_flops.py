@@ -277,48 +277,42 @@ def test_format_flops(value, text):
     assert parse_flops(text) == pytest.approx(value, rel=0.005)
 
 
-@pytest.mark.xfail(
-    reason='count_flops feeds float32 zeros whatever the model dtype '
-    '(flops.py: torch.zeros takes the device of the first parameter but '
-    'not its dtype)',
-    strict=True,
-)
 def test_count_flops_of_a_float64_model():
     model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.Conv2d(4, 2, 1)).double()
     assert count_flops(model, (3, 4, 4)) == 16 * (4 * 3 + 2 * 4)
 
 
 def _multiplier_net():
-    # conv -> bn -> depthwise with channel multiplier 2 -> bn -> conv
+    # conv -> bn -> depthwise with channel multiplier 2 -> bn -> conv -> bn
+    # -> conv: the unit feeding the multiplier conv is kept whole, the conv
+    # after it stays prunable
     return nn.Sequential(
         nn.Conv2d(3, 8, 1),
         nn.BatchNorm2d(8),
         nn.Conv2d(8, 16, 3, padding=1, groups=8),
         nn.BatchNorm2d(16),
-        nn.Conv2d(16, 4, 1),
+        nn.Conv2d(16, 8, 1),
+        nn.BatchNorm2d(8),
+        nn.Conv2d(8, 4, 1),
     )
 
 
-def test_depthwise_channel_multiplier_is_sliced_correctly():
+def test_depthwise_channel_multiplier_keeps_its_unit_whole():
     model = _multiplier_net()
     mutator = DMCPChannelMutator(channel_unit_cfg=dict(num_groups=4))
     mutator.prepare_from_supernet(model, (3, 4, 4))
-    assert mutator.specs[0].followers == ['2']
-    mutator.set_subnet({'0': 4})
-    assert mutator.layer_channels() == {'0': 4, '2': 8}
-    assert model(torch.randn(2, 3, 4, 4)).shape == (2, 4, 4, 4)
+    assert mutator.unit_names == ['4']
+    reason = mutator.trace.fixed_reason(mutator.trace.layer('0').out_node)
+    assert 'multiplier 2' in reason
 
 
-@pytest.mark.xfail(
-    reason='FlopsTable counts the consumer of a depthwise conv with channel '
-    'multiplier m > 1 with E(unit) input channels instead of m * E(unit): '
-    'the follower keeps the unit node although it has m times the channels',
-    strict=True,
-)
-@pytest.mark.parametrize('width', [8, 4])
+@pytest.mark.parametrize('width', [8, 5, 2])
 def test_flops_table_after_depthwise_channel_multiplier(width):
     model = _multiplier_net()
     mutator = DMCPChannelMutator(channel_unit_cfg=dict(num_groups=4))
     mutator.prepare_from_supernet(model, (3, 4, 4))
-    mutator.set_subnet({'0': width})
+    mutator.set_subnet({'4': width})
     assert mutator.subnet_flops() == count_flops(model, (3, 4, 4))
+    assert mutator.subnet_flops() == 16 * (
+        8 * 3 + 16 * 9 + width * 16 + 4 * width
+    )

@@ -603,19 +603,15 @@ def test_toy_model_with_explicit_forward():
     assert mutator.subnet_flops() == (8 * 3 * 9 * 64 + 8 * 8 * 9 * 64 + 8 * 4)
 
 
-@pytest.mark.xfail(
-    reason='markov_scaling scales the BN after a depthwise conv with channel '
-    'multiplier m > 1 with the unit scale of C entries, but that BN has '
-    'm * C channels (shape mismatch in _ScaleHook)',
-    strict=True,
-)
 def test_markov_scaling_with_depthwise_channel_multiplier():
     model = nn.Sequential(
         nn.Conv2d(3, 8, 1),
         nn.BatchNorm2d(8),
         nn.Conv2d(8, 16, 3, padding=1, groups=8),
         nn.BatchNorm2d(16),
-        nn.Conv2d(16, 4, 1),
+        nn.Conv2d(16, 8, 1),
+        nn.BatchNorm2d(8),
+        nn.Conv2d(8, 4, 1),
     )
     mutator = DMCPChannelMutator(channel_unit_cfg=dict(num_groups=4))
     mutator.prepare_from_supernet(model, (3, 4, 4))

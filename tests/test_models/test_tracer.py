@@ -331,12 +331,6 @@ def test_mobilenetv2_units(traced, arch):
     assert len(multi) == 5
 
 
-@pytest.mark.xfail(
-    reason='trace_channels feeds float32 zeros whatever the model dtype '
-    '(tracer.py: torch.zeros takes the device of the first parameter but '
-    'not its dtype)',
-    strict=True,
-)
 def test_trace_a_float64_model():
     model = nn.Sequential(
         nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), nn.Conv2d(4, 2, 1)

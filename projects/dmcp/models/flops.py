@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-from .tracer import ChannelTrace, UnitSpec
+from .tracer import ChannelTrace, UnitSpec, dummy_input
 
 __all__ = [
     'FlopsTable',
@@ -153,10 +153,7 @@ def count_flops(
     Returns:
         int: MACs for one sample.
     """
-    param = next(model.parameters(), None)
-    x = torch.zeros(
-        (1, *input_shape), device=None if param is None else param.device
-    )
+    x = dummy_input(model, input_shape)
     was_training = model.training
     model.eval()
     counter = _MacCounter()

@@ -30,6 +30,7 @@ from torch.utils._pytree import tree_flatten
 from .layers import DYNAMIC_LAYERS, is_depthwise
 
 __all__ = [
+    'dummy_input',
     'LayerRecord',
     'ChannelTrace',
     'UnitSpec',
@@ -229,6 +230,15 @@ class _ChannelTracer(TorchFunctionMode):
         if kind == 'conv':
             groups = int(self._arg(args, kwargs, 6, 'groups') or 1)
             depthwise = module is not None and is_depthwise(module)
+            multiplier = out.shape[1] // max(x.shape[1], 1)
+            if depthwise and multiplier != 1:
+                # m output channels per input channel: the unit feeding it
+                # is kept whole, as the output would be m times its width.
+                self.trace.fix(
+                    in_node,
+                    f'{what} is depthwise with channel '
+                    f'multiplier {multiplier}',
+                )
             rec = LayerRecord(
                 name=name or '',
                 kind='conv',
@@ -239,8 +249,14 @@ class _ChannelTracer(TorchFunctionMode):
                 kernel_area=weight.shape[2] * weight.shape[3],
                 out_spatial=out.shape[2] * out.shape[3],
                 in_node=in_node,
-                out_node=in_node if depthwise else self.trace.new_node(),
+                out_node=in_node
+                if depthwise and multiplier == 1
+                else self.trace.new_node(),
             )
+            if depthwise and multiplier != 1:
+                self.trace.fix(
+                    rec.out_node, f'{what} has a channel multiplier'
+                )
         else:
             rec = LayerRecord(
                 name=name or '',
@@ -339,6 +355,25 @@ class _ChannelTracer(TorchFunctionMode):
                 self.tag(o, node)
 
 
+def dummy_input(model: nn.Module, input_shape: Sequence[int]) -> Tensor:
+    """Zeros of shape ``(1, *input_shape)`` on the device and in the dtype
+    of the model's first parameter.
+
+    Args:
+        model (nn.Module): The model.
+        input_shape (Sequence[int]): ``(C, H, W)``.
+
+    Returns:
+        Tensor: The input.
+    """
+    param = next(model.parameters(), None)
+    if param is None:
+        return torch.zeros((1, *input_shape))
+    return torch.zeros(
+        (1, *input_shape), device=param.device, dtype=param.dtype
+    )
+
+
 def trace_channels(
     model: nn.Module, input_shape: Sequence[int], forward=None
 ) -> ChannelTrace:
@@ -358,10 +393,7 @@ def trace_channels(
     was_training = model.training
     model.eval()
     try:
-        param = next(model.parameters(), None)
-        x = torch.zeros(
-            (1, *input_shape), device=None if param is None else param.device
-        )
+        x = dummy_input(model, input_shape)
         tracer = _ChannelTracer(model, trace)
         in_node = trace.new_node()
         trace.fix(in_node, 'network input')
