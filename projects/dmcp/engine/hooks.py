@@ -144,40 +144,24 @@ def expected_sampling(mutator, target: float) -> tuple:
 
     Each unit keeps its expected channels (Eq. 8) rounded. If that subnet's
     FLOPs exceed ``target`` (the search did not reach the budget, or rounding
-    pushed it over), every unit's expected channels are multiplied by the
-    largest common factor ``s < 1`` (found by bisection) for which the
-    rounded subnet fits, never going below one group per unit.
+    pushed it over), every unit's expected channels are scaled by the largest
+    common factor that fits (:meth:`DMCPChannelMutator.fit_widths`), never
+    below one group per unit.
 
     Args:
         mutator (DMCPChannelMutator): The searched mutator.
         target (float): Target FLOPs.
 
     Returns:
-        tuple[dict[str, int], float]: The choices and the factor ``s`` (1.0
-        when no fit was needed).
+        tuple[dict[str, int], float]: The choices and the factor (1.0 when no
+        fit was needed).
     """
     choices = mutator.sample_choices('expected')
     if mutator.subnet_flops(choices) <= target:
         return choices, 1.0
     with torch.no_grad():
         expected = mutator.expected_channels().tolist()
-
-    def shrunk(scale: float) -> dict:
-        return {
-            u.name: int(
-                min(max(round(scale * e), u.min_channels), u.num_channels)
-            )
-            for u, e in zip(mutator.units, expected)
-        }
-
-    low, high = 0.0, 1.0
-    for _ in range(50):
-        mid = (low + high) / 2
-        if mutator.subnet_flops(shrunk(mid)) <= target:
-            low = mid
-        else:
-            high = mid
-    return shrunk(low), low
+    return mutator.fit_widths(expected, target, floor='group')
 
 
 def export_search_results(

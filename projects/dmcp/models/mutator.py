@@ -2,7 +2,16 @@
 parameters, sets subnets and computes expected FLOPs."""
 
 import contextlib
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Union
+from typing import (
+    Callable,
+    Dict,
+    Iterator,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 import torch
 from mmengine.model import BaseModule
@@ -316,6 +325,63 @@ class DMCPChannelMutator(BaseModule):
     def choices_from_row(self, row: Tensor) -> Choices:
         """Unit choices from one row of :meth:`sample_direct_batch`."""
         return {n: int(c) for n, c in zip(self.unit_names, row.tolist())}
+
+    def fit_widths(
+        self, widths: Sequence[float], target: float, floor: str = 'group'
+    ) -> Tuple[Choices, float]:
+        """Scale every unit's width by the largest common factor ``s`` in
+        ``[0, 1]`` for which the rounded subnet's FLOPs do not exceed
+        ``target`` (bisection).
+
+        Args:
+            widths (Sequence[float]): Width of each unit, in unit order (e.g.
+                expected channels, or full channels for a uniform-width
+                network).
+            target (float): FLOPs not to exceed.
+            floor (str): Smallest width of a unit: ``'group'`` (its first
+                group) or ``'channel'`` (one channel). Defaults to
+                ``'group'``.
+
+        Returns:
+            tuple[dict[str, int], float]: The choices and ``s``.
+        """
+        if floor not in ('group', 'channel'):
+            raise ValueError(
+                f"floor must be 'group' or 'channel', got {floor!r}"
+            )
+        lows = [u.min_channels if floor == 'group' else 1 for u in self.units]
+
+        def scaled(s: float) -> Choices:
+            return {
+                u.name: int(min(max(round(s * w), low), u.num_channels))
+                for u, w, low in zip(self.units, widths, lows)
+            }
+
+        if self.subnet_flops(scaled(1.0)) <= target:
+            return scaled(1.0), 1.0
+        low, high = 0.0, 1.0
+        for _ in range(50):
+            mid = (low + high) / 2
+            if self.subnet_flops(scaled(mid)) <= target:
+                low = mid
+            else:
+                high = mid
+        return scaled(low), low
+
+    def uniform_choices(self, target: float) -> Tuple[Choices, float]:
+        """The uniform-width subnet (every unit keeps the same fraction of
+        its channels, as in ``0.5x`` networks) with the most FLOPs not above
+        ``target``: the baseline DMCP is compared with.
+
+        Args:
+            target (float): FLOPs not to exceed.
+
+        Returns:
+            tuple[dict[str, int], float]: The choices and the width ratio.
+        """
+        return self.fit_widths(
+            [u.num_channels for u in self.units], target, floor='channel'
+        )
 
     def flops_of(self, mode: str) -> int:
         """Exact FLOPs of the ``'max'``, ``'min'`` or ``'expected'`` subnet."""
