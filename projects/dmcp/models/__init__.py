@@ -24,7 +24,18 @@ from .markov import (
     transition_probs,
 )
 from .mutator import SAMPLING_MODES, DMCPChannelMutator
-from .subnet import atomic_write_text, dump_subnet
+from .subnet import (
+    DEFAULT_SUBNET,
+    SubnetPlan,
+    atomic_write_text,
+    build_subnet,
+    check_channels,
+    check_subnet_doc,
+    dump_subnet,
+    load_subnet,
+    plan_subnet,
+    prune_model,
+)
 from .tracer import (
     ChannelTrace,
     LayerRecord,
@@ -41,6 +52,14 @@ __all__ = [
     'tensor_forward',
     'atomic_write_text',
     'dump_subnet',
+    'load_subnet',
+    'check_subnet_doc',
+    'check_channels',
+    'SubnetPlan',
+    'plan_subnet',
+    'prune_model',
+    'build_subnet',
+    'DEFAULT_SUBNET',
     'DMCPDistributedWrapper',
     'FlopsTable',
     'count_flops',
