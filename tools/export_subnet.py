@@ -1,0 +1,228 @@
+"""Export a retrained DMCP subnet as a standalone file.
+
+Usage::
+
+    python tools/export_subnet.py CONFIG CHECKPOINT OUT
+        [--cfg-options KEY=VALUE ...]
+
+``CONFIG`` is a subnet config (``model.type='mmrazor.DMCPSubnet'``, with the
+same ``model.subnet`` as for training) and ``CHECKPOINT`` a checkpoint of its
+training. ``OUT`` gets (atomically) a ``torch.save`` of a dict:
+
+* ``model``: the pruned mmpretrain ``ImageClassifier`` module with the
+  checkpoint's weights, in eval mode. It holds only torch, mmpretrain,
+  mmengine and mmcv classes, so it loads without this repository::
+
+      import torch
+      model = torch.load(OUT, map_location='cpu', weights_only=False)['model']
+      logits = model(images, mode='tensor')
+
+* ``channels`` and ``meta``: the subnet yaml; ``architecture``: the
+  unpruned classifier config; ``flops``, ``params``, ``input_shape``;
+  ``checkpoint``: where the weights came from.
+
+The tool checks that the pickle refers to no module of this repository and
+prints the packages it does refer to.
+"""
+
+import os
+import os.path as osp
+import sys
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+
+from projects.dmcp import compat  # noqa: E402
+
+compat.apply_all()
+
+import argparse  # noqa: E402
+import copy  # noqa: E402
+import io  # noqa: E402
+import pickletools  # noqa: E402
+import tempfile  # noqa: E402
+import zipfile  # noqa: E402
+from typing import List, Optional, Set  # noqa: E402
+
+import torch  # noqa: E402
+from mmengine.config import Config, ConfigDict, DictAction  # noqa: E402
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """Parse the command line.
+
+    Args:
+        argv (list[str], optional): Arguments. Defaults to None
+            (``sys.argv[1:]``).
+
+    Returns:
+        argparse.Namespace: The parsed arguments.
+    """
+    parser = argparse.ArgumentParser(
+        description='Export a retrained DMCP subnet as a file that loads '
+        'with torch and mmpretrain alone'
+    )
+    parser.add_argument('config', help='subnet config file path')
+    parser.add_argument('checkpoint', help='checkpoint of its training')
+    parser.add_argument('out', help='output file (e.g. dmcp_subnet.pth)')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override settings of the config, as key=value pairs (e.g. '
+        'model.subnet=work_dirs/search/DMCP_SUBNET_IMAGENET.yaml)',
+    )
+    return parser.parse_args(argv)
+
+
+def _plain(obj):
+    """ConfigDicts (and their lists/tuples) as plain Python objects."""
+    if isinstance(obj, (dict, ConfigDict)):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_plain(v) for v in obj)
+    return obj
+
+
+def pickled_modules(data: bytes) -> Set[str]:
+    """Modules whose globals a ``torch.save`` file refers to.
+
+    Args:
+        data (bytes): The file's content.
+
+    Returns:
+        set[str]: Module names (``mmpretrain.models.classifiers.image``...).
+    """
+    modules = set()
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        for name in zf.namelist():
+            if not name.endswith('.pkl'):
+                continue
+            strings: List[str] = []
+            for op, arg, _ in pickletools.genops(zf.read(name)):
+                if op.name == 'GLOBAL':
+                    modules.add(str(arg).split(' ')[0])
+                elif op.name == 'STACK_GLOBAL' and len(strings) >= 2:
+                    modules.add(strings[-2])
+                if isinstance(arg, str):
+                    strings.append(arg)
+    return modules
+
+
+def export(cfg: Config, checkpoint: str, out: str) -> dict:
+    """Build the pruned model, load the checkpoint and write ``out``.
+
+    Args:
+        cfg (Config): A subnet config.
+        checkpoint (str): The checkpoint.
+        out (str): The output file.
+
+    Returns:
+        dict: What was saved, without the model, and ``requires``: the
+        non-standard top-level packages the file refers to.
+    """
+    from mmengine.registry import init_default_scope
+    from mmengine.runner import load_checkpoint
+
+    import projects.dmcp  # noqa: F401  (registers DMCP's classes)
+    from projects.dmcp.models import (
+        count_flops,
+        count_params,
+        load_subnet,
+        tensor_forward,
+    )
+    from projects.dmcp.models.subnet import DEFAULT_SUBNET
+    from projects.dmcp.registry import MODELS
+
+    model_cfg = copy.deepcopy(cfg.model)
+    kind = str(model_cfg.get('type', '')).split('.')[-1]
+    if kind != 'DMCPSubnet':
+        raise ValueError(
+            f'{cfg.filename}: model.type is {model_cfg.get("type")!r}; '
+            "export_subnet.py needs a subnet config (type='mmrazor."
+            "DMCPSubnet')"
+        )
+    model_cfg.setdefault('subnet', DEFAULT_SUBNET)
+    if cfg.get('data_preprocessor') is not None:
+        model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
+    init_default_scope(cfg.get('default_scope', 'mmpretrain'))
+    model = MODELS.build(model_cfg)
+    load_checkpoint(model, checkpoint, map_location='cpu', strict=True)
+    model.eval()
+    subnet = load_subnet(model_cfg.subnet)
+    input_shape = tuple(
+        model_cfg.get('input_shape')
+        or subnet['meta'].get('input_shape')
+        or (3, 224, 224)
+    )
+    info = dict(
+        channels=subnet['channels'],
+        meta=subnet['meta'],
+        architecture=_plain(model_cfg.architecture),
+        flops=count_flops(model, input_shape, tensor_forward),
+        params=count_params(model),
+        input_shape=list(input_shape),
+        checkpoint=osp.abspath(checkpoint),
+    )
+    buf = io.BytesIO()
+    torch.save(dict(info, model=model), buf)
+    modules = pickled_modules(buf.getvalue())
+    ours = sorted(m for m in modules if m.split('.')[0] == 'projects')
+    if ours:
+        raise RuntimeError(
+            f'the exported model refers to {ours}: it would not load '
+            'without this repository'
+        )
+    _atomic_write_bytes(out, buf.getvalue())
+    stdlib = set(getattr(sys, 'stdlib_module_names', ())) | {'__builtin__'}
+    packages = {m.split('.')[0] for m in modules} - stdlib
+    return dict(info, requires=sorted(packages))
+
+
+def _atomic_write_bytes(path: str, data: bytes) -> None:
+    folder = osp.dirname(osp.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(
+        dir=folder, prefix='.tmp-', suffix=osp.basename(path)
+    )
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if osp.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def main(argv: Optional[List[str]] = None) -> dict:
+    """Export and print a summary.
+
+    Args:
+        argv (list[str], optional): Arguments. Defaults to None.
+
+    Returns:
+        dict: What :func:`export` returned.
+    """
+    from projects.dmcp.models import format_flops
+
+    args = parse_args(argv)
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    info = export(cfg, args.checkpoint, args.out)
+    print(
+        f'Exported {args.out}: {format_flops(info["flops"])} FLOPs at '
+        f'{tuple(info["input_shape"])}, {info["params"]} parameters; loads '
+        f'with {", ".join(info["requires"])} (torch.load(..., '
+        "weights_only=False)['model'])",
+        flush=True,
+    )
+    return info
+
+
+if __name__ == '__main__':
+    main()
