@@ -25,6 +25,9 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest tests
 
+demo: $(STAMP)
+	$(BIN)/python demo/fashion_mnist_demo.py $(DEMO_ARGS)
+
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests -m "not slow"
 

@@ -1,0 +1,128 @@
+# The demo: a DMCP search that a CPU finishes in minutes, on real data.
+# Fashion-MNIST (60,000 + 10,000 28x28 grey images, 10 classes) with
+# mmpretrain's own FashionMNIST dataset reading the idx files extracted into
+# data/fashion-mnist (`make demo` does that from Debian's
+# dataset-fashion-mnist). The supernet is mmpretrain's ResNet_CIFAR (3x3
+# stem, no max-pool) at depth 18 with a quarter of the usual width (16-128
+# channels) and one input channel. The search runs on a 12,000-image subset
+# for 8 epochs, 4 of them warmup; the target is half of the full FLOPs.
+_base_ = './dmcp_resnet18_supernet_8xb64_in1k.py'
+
+data_root = 'data/fashion-mnist'
+input_shape = (1, 28, 28)
+
+model = dict(
+    architecture=dict(
+        _delete_=True,
+        type='ImageClassifier',
+        data_preprocessor=dict(
+            type='ClsDataPreprocessor',
+            num_classes=10,
+            mean=[72.94],
+            std=[90.02],
+            to_rgb=False,
+        ),
+        backbone=dict(
+            type='ResNet_CIFAR',
+            depth=18,
+            in_channels=1,
+            stem_channels=16,
+            base_channels=16,
+            num_stages=4,
+            out_indices=(3,),
+            style='pytorch',
+        ),
+        neck=dict(type='GlobalAveragePooling'),
+        head=dict(
+            type='LinearClsHead',
+            num_classes=10,
+            in_channels=128,
+            loss=dict(type='CrossEntropyLoss', loss_weight=1.0),
+            topk=(1,),
+        ),
+    ),
+    input_shape=input_shape,
+    target_flops='16M',  # about half of the 32.4M full network
+)
+data_preprocessor = None
+
+train_pipeline = [
+    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    dict(type='PackInputs'),
+]
+test_pipeline = [dict(type='PackInputs')]
+
+train_dataloader = dict(
+    _delete_=True,
+    batch_size=128,
+    num_workers=0,
+    dataset=dict(
+        type='mmpretrain.FashionMNIST',
+        data_root=data_root,
+        split='train',
+        download=False,
+        indices=12000,
+        pipeline=train_pipeline,
+    ),
+    sampler=dict(type='DefaultSampler', shuffle=True),
+    collate_fn=dict(type='default_collate'),
+)
+val_dataloader = dict(
+    _delete_=True,
+    batch_size=500,
+    num_workers=0,
+    dataset=dict(
+        type='mmpretrain.FashionMNIST',
+        data_root=data_root,
+        split='test',
+        test_mode=True,
+        download=False,
+        pipeline=test_pipeline,
+    ),
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    collate_fn=dict(type='default_collate'),
+)
+test_dataloader = val_dataloader
+val_evaluator = dict(type='Accuracy', topk=(1,))
+test_evaluator = val_evaluator
+
+max_epochs = 8
+warmup_epochs = 4
+param_scheduler = dict(
+    _delete_=True,
+    architecture=[
+        dict(
+            type='CosineAnnealingLR',
+            T_max=max_epochs,
+            eta_min=0.02,
+            by_epoch=True,
+            begin=0,
+            end=max_epochs,
+            convert_to_iter_based=True,
+        )
+    ],
+    mutator=[
+        dict(
+            type='CosineAnnealingLR',
+            T_max=max_epochs - warmup_epochs,
+            eta_min=0.02,
+            by_epoch=True,
+            begin=warmup_epochs,
+            end=max_epochs,
+            convert_to_iter_based=True,
+        )
+    ],
+)
+train_cfg = dict(
+    max_epochs=max_epochs, warmup_epochs=warmup_epochs, val_interval=max_epochs
+)
+default_hooks = dict(logger=dict(interval=20))
+custom_hooks = [
+    dict(
+        type='mmrazor.DMCPFlopsEstimatorHook',
+        width_interval=100,
+        num_direct_samples=5,
+    )
+]
+auto_scale_lr = dict(base_batch_size=128)
+randomness = dict(seed=0)
