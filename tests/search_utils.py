@@ -103,6 +103,32 @@ def tiny_search_options(
     return opts + list(extra or [])
 
 
+def tiny_config(data_root: Union[str, os.PathLike],
+                config: Union[str, os.PathLike] = RESNET18_SUPERNET,
+                **kwargs):
+    """Load a supernet config shrunk by :func:`tiny_search_options`, for
+    in-process runners.
+
+    Args:
+        data_root (str | PathLike): Folder from :func:`make_tiny_imagenet`.
+        config (str | PathLike): The config. Defaults to the ResNet-18
+            supernet.
+        **kwargs: Passed to :func:`tiny_search_options`.
+
+    Returns:
+        Config: The merged config.
+    """
+    from mmengine.config import Config, DictAction
+
+    cfg = Config.fromfile(str(config))
+    opts = {}
+    for opt in tiny_search_options(data_root, **kwargs):
+        key, value = opt.split('=', 1)
+        opts[key] = DictAction._parse_iterable(value)
+    cfg.merge_from_dict(opts, allow_list_keys=True)
+    return cfg
+
+
 def run_tool(
     args: List[str], env: Optional[Dict[str, str]] = None, timeout: float = 600
 ) -> subprocess.CompletedProcess:

@@ -22,6 +22,7 @@ if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
 from projects.dmcp import compat  # noqa: E402
+from projects.dmcp.checks import ConfigError, check_config  # noqa: E402
 
 compat.apply_all()
 
@@ -101,6 +102,10 @@ def main() -> None:
     """Build the runner from the config and evaluate the checkpoint."""
     args = parse_args()
     cfg = merge_args(Config.fromfile(args.config), args)
+    try:
+        check_config(cfg)
+    except ConfigError as e:
+        sys.exit(f'{osp.basename(__file__)}: error: {args.config}: {e}')
     compat.setup_cpu_distributed(cfg)
     if 'runner_type' not in cfg:
         runner = Runner.from_cfg(cfg)

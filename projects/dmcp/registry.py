@@ -49,3 +49,51 @@ def build_model(cfg: dict):
     cfg = dict(cfg)
     cfg.setdefault('_scope_', 'mmrazor')
     return MODELS.build(cfg)
+
+
+# mmrazor 1.0.0's DMCP parts that projects.dmcp has no class of its own for.
+# A config naming them would silently build mmrazor's withdrawn DMCP code, so
+# their registry entries are replaced by guards that fail with what to use.
+WITHDRAWN = {
+    'DMCPSubnetHook': (
+        HOOKS,
+        'DMCPFlopsEstimatorHook (it logs the FLOPs '
+        'and writes DMCP_SUBNET_IMAGENET.yaml)',
+    ),
+    'DMCPBatchNorm2d': (
+        MODELS,
+        'nothing: DMCPChannelMutator applies the '
+        'Markov scaling after every batch norm itself',
+    ),
+    'DMCPBatchNorm2dCounter': (
+        TASK_UTILS,
+        'nothing: the expected FLOPs '
+        'come from DMCPChannelMutator.expected_flops',
+    ),
+}
+
+
+class MmrazorDMCPNameError(KeyError):
+    """A config named a part of mmrazor 1.0.0's own DMCP."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def _guard(name: str, instead: str):
+
+    def withdrawn(*args, **kwargs):
+        raise MmrazorDMCPNameError(
+            f"type='{name}' names a part of mmrazor 1.0.0's own DMCP, whose "
+            f'results its authors withdrew; projects.dmcp does not build it. '
+            f'Use {instead}.'
+        )
+
+    withdrawn.__name__ = name
+    return withdrawn
+
+
+for _name, (_registry, _instead) in WITHDRAWN.items():
+    _registry.register_module(
+        name=_name, module=_guard(_name, _instead), force=True
+    )

@@ -2,17 +2,12 @@
 after warmup, no architecture step during warmup."""
 
 import pytest
-from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.runner import Runner
 
 import projects.dmcp  # noqa: F401
 from projects.dmcp.engine.loop import check_optim_wrappers
-from tests.search_utils import (
-    RESNET18_SUPERNET,
-    make_tiny_imagenet,
-    tiny_search_options,
-)
+from tests.search_utils import make_tiny_imagenet, tiny_config
 
 
 class StepCounter(Hook):
@@ -50,20 +45,7 @@ class StepCounter(Hook):
 
 def build_runner(tmp_path, extra=()):
     data = make_tiny_imagenet(tmp_path / 'data')
-    cfg = Config.fromfile(str(RESNET18_SUPERNET))
-    opts = dict(
-        o.split('=', 1)
-        for o in tiny_search_options(
-            data, max_epochs=3, warmup_epochs=1, extra=list(extra)
-        )
-    )
-    # merge_from_dict takes values, not strings: evaluate the few non-strings
-    for key, value in opts.items():
-        try:
-            opts[key] = eval(value, {})
-        except Exception:
-            pass
-    cfg.merge_from_dict(opts, allow_list_keys=True)
+    cfg = tiny_config(data, max_epochs=3, warmup_epochs=1, extra=list(extra))
     cfg.work_dir = str(tmp_path / 'work')
     cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=100)
     return Runner.from_cfg(cfg)

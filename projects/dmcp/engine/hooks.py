@@ -47,8 +47,12 @@ class DMCPFlopsEstimatorHook(Hook):
         max_direct_draws (int): Direct Samples to draw at most. Defaults to
             10000.
         seed (int): Seed of the Direct Sampling at export. Defaults to 0.
-        subnet_file (str): Name of the Expected Sampling file. Defaults to
+        subnet_file (str): Name of the main subnet file. Defaults to
             ``'DMCP_SUBNET_IMAGENET.yaml'``.
+        sampling (str): What the main subnet file holds: ``'expected'``
+            (Expected Sampling, the paper's default) or ``'direct'`` (the
+            first Direct Sample in the budget band). Defaults to
+            ``'expected'``.
     """
 
     priority = 'NORMAL'  # before the LoggerHook, so figures reach its line
@@ -60,7 +64,10 @@ class DMCPFlopsEstimatorHook(Hook):
         max_direct_draws: int = 10000,
         seed: int = 0,
         subnet_file: str = SUBNET_FILE,
+        sampling: str = 'expected',
     ) -> None:
+        check_sampling(sampling)
+        self.sampling = sampling
         self.width_interval = width_interval
         self.num_direct_samples = num_direct_samples
         self.max_direct_draws = max_direct_draws
@@ -116,6 +123,7 @@ class DMCPFlopsEstimatorHook(Hook):
             num_direct_samples=self.num_direct_samples,
             max_direct_draws=self.max_direct_draws,
             seed=self.seed,
+            sampling=self.sampling,
         )
         runner.logger.info(self.width_report(algo))
         for what, path in paths.items():
@@ -172,43 +180,34 @@ def export_search_results(
     num_direct_samples: int = 5,
     max_direct_draws: int = 10000,
     seed: int = 0,
+    sampling: str = 'expected',
 ) -> Dict[str, str]:
-    """Write the Expected Sampling subnet and the Direct Samples.
+    """Write the searched subnet and the Direct Samples.
 
     Args:
         algo (DMCP): The searched algorithm.
         work_dir (str): Folder to write into.
         supernet (str): Config file the search ran. Defaults to ''.
-        subnet_file (str): Expected Sampling file name. Defaults to
+        subnet_file (str): Name of the main subnet file. Defaults to
             ``'DMCP_SUBNET_IMAGENET.yaml'``.
         num_direct_samples (int): Direct Samples to keep. Defaults to 5.
         max_direct_draws (int): Draws at most. Defaults to 10000.
         seed (int): Seed of the draws. Defaults to 0.
+        sampling (str): What the main file holds: ``'expected'`` (Expected
+            Sampling, the paper's default) or ``'direct'`` (the first Direct
+            Sample within the budget band; Expected Sampling, with a warning,
+            when none is). Defaults to ``'expected'``.
 
     Returns:
         dict[str, str]: What was written -> path.
     """
+    check_sampling(sampling)
     mutator = algo.mutator
     alphas = mutator.alphas().detach()
     if not bool(torch.isfinite(alphas).all()):
         raise FloatingPointError('alpha is not finite: no subnet written')
+    logger = MMLogger.get_current_instance()
     previous = mutator.current_choices()
-    paths = {}
-    choices, scale = expected_sampling(mutator, algo.target_flops)
-    flops = mutator.subnet_flops(choices)
-    meta = subnet_meta(algo, 'expected', flops, supernet)
-    if scale < 1:
-        meta['budget_fit_scale'] = round(scale, 6)
-        MMLogger.get_current_instance().warning(
-            'The Expected Sampling subnet exceeded the target '
-            f'{format_flops(algo.target_flops)} (E[FLOPs] = '
-            f'{format_flops(float(mutator.expected_flops()))}); its expected '
-            f'widths were scaled by {scale:.4f} to fit. A search whose '
-            'E[FLOPs] ends inside [gamma * T, T] needs no such fit.'
-        )
-    path = osp.join(work_dir, subnet_file)
-    dump_subnet(path, mutator.layer_channels(choices), meta)
-    paths['Expected Sampling subnet'] = path
 
     low, high = algo.gamma * algo.target_flops, algo.target_flops
     generator = torch.Generator().manual_seed(seed)
@@ -216,22 +215,52 @@ def export_search_results(
     all_flops = mutator.flops_table(rows.double()).round().long()
     inside = ((all_flops >= low) & (all_flops <= high)).nonzero().flatten()
     kept = inside[:num_direct_samples].tolist()
-    # The summary covers the draws up to the last one kept (all of them when
-    # fewer than `num_direct_samples` landed in the band).
-    full = kept and len(kept) == num_direct_samples
-    last = kept[-1] + 1 if full else len(rows)
-    drawn = all_flops[:last].tolist()
+    samples = [
+        (mutator.choices_from_row(rows[i]), int(all_flops[i])) for i in kept
+    ]
+
+    if sampling == 'direct' and samples:
+        choices, flops = samples[0]
+        meta = subnet_meta(algo, 'direct', flops, supernet)
+    else:
+        if sampling == 'direct':
+            logger.warning(
+                f'No Direct Sample of {len(rows)} lies in the budget band '
+                f'[{format_flops(low)}, {format_flops(high)}]: '
+                f'{subnet_file} holds the Expected Sampling subnet instead.'
+            )
+        choices, scale = expected_sampling(mutator, algo.target_flops)
+        meta = subnet_meta(
+            algo, 'expected', mutator.subnet_flops(choices), supernet
+        )
+        if scale < 1:
+            meta['budget_fit_scale'] = round(scale, 6)
+            logger.warning(
+                'The Expected Sampling subnet exceeded the target '
+                f'{format_flops(algo.target_flops)} (E[FLOPs] = '
+                f'{format_flops(float(mutator.expected_flops()))}); its '
+                f'expected widths were scaled by {scale:.4f} to fit. A '
+                'search whose E[FLOPs] ends inside [gamma * T, T] needs no '
+                'such fit.'
+            )
+    paths = {}
+    path = osp.join(work_dir, subnet_file)
+    dump_subnet(path, mutator.layer_channels(choices), meta)
+    paths[f'{meta["sampling"].capitalize()} Sampling subnet'] = path
+
     folder = osp.join(work_dir, 'direct_sampling')
-    for i, idx in enumerate(kept):
-        choices = mutator.choices_from_row(rows[idx])
+    for i, (choices, flops) in enumerate(samples):
         dump_subnet(
             osp.join(folder, f'subnet_{i}.yaml'),
             mutator.layer_channels(choices),
-            subnet_meta(algo, 'direct', int(all_flops[idx]), supernet),
+            subnet_meta(algo, 'direct', flops, supernet),
         )
-    arr = np.asarray(drawn, dtype=np.float64)
+    # The summary covers the draws up to the last one kept (all of them when
+    # fewer than `num_direct_samples` landed in the band).
+    full = kept and len(kept) == num_direct_samples
+    arr = all_flops[: kept[-1] + 1 if full else len(rows)].double().numpy()
     summary = dict(
-        draws=len(drawn),
+        draws=len(arr),
         kept=len(kept),
         band=[int(low), int(high)],
         mean=float(arr.mean()),
@@ -249,3 +278,15 @@ def export_search_results(
     paths['Direct Sampling'] = folder
     mutator.set_subnet(previous)
     return paths
+
+
+SUBNET_SAMPLINGS = ('expected', 'direct')
+
+
+def check_sampling(sampling: str) -> None:
+    """Refuse an unknown sampling mode for the exported subnet."""
+    if sampling not in SUBNET_SAMPLINGS:
+        raise ValueError(
+            f'DMCPFlopsEstimatorHook.sampling={sampling!r} is not one of '
+            f'{SUBNET_SAMPLINGS}'
+        )

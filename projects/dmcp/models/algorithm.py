@@ -1,6 +1,7 @@
 """The DMCP algorithm: one training step of the search (Section 3.2)."""
 
-from typing import Dict, List, Optional, Sequence, Union
+import math
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 from mmengine.dist import all_reduce_params, get_world_size
@@ -14,6 +15,7 @@ from ..registry import MODELS, build_model
 from .flops import format_flops, parse_flops
 from .losses import DMCPBudgetLoss
 from .mutator import DMCPChannelMutator
+from .tracer import check_input_size
 
 __all__ = ['DMCP', 'all_reduce_grads', 'tensor_forward']
 
@@ -168,9 +170,17 @@ class DMCP(BaseAlgorithm):
         except RuntimeError as e:
             raise ValueError(
                 f'model.input_shape={list(self.input_shape)} '
-                f'does not run through the network: {e}'
+                'does not run through the network: '
+                f'{str(e).strip().splitlines()[0]}'
             ) from e
-        self.target_flops = parse_flops(target_flops)
+        try:
+            check_input_size(self.mutator.trace)
+        except ValueError as e:
+            raise ValueError(f'model.input_shape: {e}') from e
+        try:
+            self.target_flops = parse_flops(target_flops)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f'model.target_flops: {e}') from e
         self.full_flops = self.mutator.flops_of('max')
         self.min_flops = self.mutator.flops_of('min')
         if not self.min_flops <= self.target_flops <= self.full_flops:
@@ -180,6 +190,13 @@ class DMCP(BaseAlgorithm):
                 f'{list(self.input_shape)}: from '
                 f'{format_flops(self.min_flops)} (min subnet) to '
                 f'{format_flops(self.full_flops)} (full network)'
+            )
+        if not (_is_number(gamma) and 0 < gamma <= 1):
+            raise ValueError(f'model.gamma must lie in (0, 1], got {gamma!r}')
+        if not (_is_number(lambda_reg) and lambda_reg >= 0):
+            raise ValueError(
+                'model.lambda_reg must be a finite number >= 0, '
+                f'got {lambda_reg!r}'
             )
         self.budget = DMCPBudgetLoss(self.target_flops, gamma, lambda_reg)
         self.num_direct_samples = num_direct_samples
@@ -321,6 +338,14 @@ class DMCP(BaseAlgorithm):
             self.sampler.set_state(state_dict[key].cpu().to(torch.uint8))
             if key in unexpected_keys:
                 unexpected_keys.remove(key)
+
+
+def _is_number(value: Any) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    )
 
 
 def _check_input_shape(input_shape: Sequence[int]) -> tuple:

@@ -112,7 +112,10 @@ class DMCPChannelMutator(BaseModule):
                 num_channels=spec.num_channels,
                 layers=spec.producers + spec.followers,
             )
-            self.units.append(build_model(cfg))
+            try:
+                self.units.append(build_model(cfg))
+            except (TypeError, ValueError) as e:
+                raise ValueError(f'model.mutator.channel_unit_cfg: {e}') from e
         if len({u.num_groups for u in self.units}) != 1:
             raise ValueError('all units must have the same num_groups')
         self._layers = {

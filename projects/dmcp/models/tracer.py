@@ -30,6 +30,7 @@ from torch.utils._pytree import tree_flatten
 from .layers import DYNAMIC_LAYERS, is_depthwise
 
 __all__ = [
+    'check_input_size',
     'dummy_input',
     'LayerRecord',
     'ChannelTrace',
@@ -58,6 +59,9 @@ class LayerRecord:
         norm (str, optional): Name of the batch norm that directly normalises
             this layer's output, if any.
         dynamic (bool): Whether the layer can run on a channel prefix.
+        stride (int): Largest stride of a convolution (1 for linear).
+        in_size (tuple[int, int]): Input height and width of a convolution
+            (``(1, 1)`` for linear).
     """
 
     name: str
@@ -72,6 +76,8 @@ class LayerRecord:
     out_node: int
     norm: Optional[str] = None
     dynamic: bool = True
+    stride: int = 1
+    in_size: Tuple[int, int] = (1, 1)
 
     @property
     def macs(self) -> int:
@@ -162,6 +168,12 @@ class UnitSpec:
     scale_points: List[str]
 
 
+def _max_stride(stride) -> int:
+    if stride is None:
+        return 1
+    return max(stride) if isinstance(stride, (tuple, list)) else int(stride)
+
+
 def _sliceable(module: Optional[nn.Module]) -> bool:
     """Whether a layer can run on a channel prefix (see ``layers.py``)."""
     kinds = tuple(DYNAMIC_LAYERS) + tuple(DYNAMIC_LAYERS.values())
@@ -247,6 +259,8 @@ class _ChannelTracer(TorchFunctionMode):
                 groups=groups,
                 depthwise=depthwise,
                 kernel_area=weight.shape[2] * weight.shape[3],
+                stride=_max_stride(self._arg(args, kwargs, 3, 'stride')),
+                in_size=(x.shape[2], x.shape[3]),
                 out_spatial=out.shape[2] * out.shape[3],
                 in_node=in_node,
                 out_node=in_node
@@ -408,6 +422,23 @@ def trace_channels(
     finally:
         model.train(was_training)
     return trace
+
+
+def check_input_size(trace: ChannelTrace) -> None:
+    """Refuse an input so small that a strided convolution downsamples a
+    1x1 feature map (the later layers then see only padding).
+
+    Args:
+        trace (ChannelTrace): A trace at the input size to check.
+    """
+    for rec in trace.layers:
+        if rec.kind == 'conv' and rec.stride > 1 and min(rec.in_size) == 1:
+            raise ValueError(
+                f'input {list(trace.input_shape)} is too small for the '
+                f'network: it is down to 1x1 before {rec.name} (stride '
+                f'{rec.stride}), whose output and everything after would be '
+                'computed from padding; give a larger input'
+            )
 
 
 def find_units(
