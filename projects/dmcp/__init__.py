@@ -15,8 +15,11 @@ from . import compat  # noqa: I001  (must run first)
 compat.apply_all()
 
 from . import engine, models  # noqa: E402,F401  (registers the classes)
+from .fileio import install_atomic_local_backend  # noqa: E402
 from .registry import HOOKS, LOOPS, MODEL_WRAPPERS, MODELS  # noqa: E402
 from .version import __version__  # noqa: E402
+
+install_atomic_local_backend()
 
 __all__ = [
     'HOOKS',

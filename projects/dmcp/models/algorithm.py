@@ -232,6 +232,7 @@ class DMCP(BaseAlgorithm):
             dict[str, Tensor]: Losses to log.
         """
         weights_ow, arch_ow = self._split_optim_wrapper(optim_wrapper)
+        _check_finite(self.mutator.alphas(), 'alpha')
         data = self.data_preprocessor(data, True)
         log_vars = self._weight_step(data, weights_ow)
         if update_arch:

@@ -32,7 +32,6 @@ import difflib
 import logging
 import os
 import os.path as osp
-import tempfile
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
@@ -41,6 +40,7 @@ import yaml
 from mmengine.logging import print_log
 from torch import nn
 
+from ..fileio import atomic_write_text
 from ..registry import MODELS
 from .algorithm import tensor_forward
 from .flops import FlopsTable, format_flops
@@ -63,30 +63,6 @@ __all__ = [
 DEFAULT_SUBNET = 'configs/pruning/dmcp/DMCP_SUBNET_IMAGENET.yaml'
 #: Larger files are refused unread (a subnet yaml is a few kB).
 MAX_SUBNET_BYTES = 8 * 1024 * 1024
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers never see half a file.
-
-    Args:
-        path (str): Destination; its folder is created if needed.
-        text (str): Content.
-    """
-    folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        dir=folder, prefix='.tmp-', suffix=osp.basename(path)
-    )
-    try:
-        with os.fdopen(fd, 'w') as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 class _SubnetDumper(yaml.SafeDumper):
