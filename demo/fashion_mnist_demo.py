@@ -124,6 +124,7 @@ def train(config: str, work_dir: str, options: list) -> None:
         proc = subprocess.Popen(
             cmd,
             cwd=REPO,
+            env=dict(os.environ, PYTHONUNBUFFERED='1'),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

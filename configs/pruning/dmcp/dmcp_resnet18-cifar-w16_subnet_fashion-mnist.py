@@ -1,12 +1,12 @@
 # The demo's retraining: the subnet searched on Fashion-MNIST, trained from
 # scratch on all 60,000 training images (the same schedule serves the
-# uniform-width baseline and the full network in `make demo`): 6 epochs,
+# uniform-width baseline and the full network in `make demo`): 3 epochs,
 # SGD with Nesterov momentum, the learning rate warmed up linearly in the
 # first epoch, then cosine to 0, as in the paper's retraining recipe.
 #   --cfg-options model.subnet=<search work_dir>/DMCP_SUBNET_IMAGENET.yaml
 _base_ = './dmcp_resnet18-cifar-w16_supernet_fashion-mnist.py'
 
-max_epochs = 6
+max_epochs = 3
 
 model = dict(
     _delete_=True,

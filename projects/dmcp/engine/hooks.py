@@ -136,7 +136,10 @@ def _config_name(runner) -> str:
 
 
 def subnet_meta(algo, sampling: str, flops: int, supernet: str) -> dict:
-    """The ``meta`` section of a subnet yaml."""
+    """The ``meta`` section of a subnet yaml (``expected_flops`` is the
+    search's final E[FLOPs], Eq. 12)."""
+    with torch.no_grad():
+        expected = float(algo.mutator.expected_flops())
     return dict(
         algorithm='DMCP',
         sampling=sampling,
@@ -144,6 +147,7 @@ def subnet_meta(algo, sampling: str, flops: int, supernet: str) -> dict:
         flops=int(flops),
         input_shape=list(algo.input_shape),
         supernet=supernet,
+        expected_flops=int(round(expected)),
     )
 
 
