@@ -25,8 +25,12 @@ with compiled ops that match their torch build. On the pinned stack
    ``HistoryBuffer`` and numpy arrays): ``load_from``, ``resume`` and
    ``tools/test.py`` fail with ``Weights only load failed``. The shim
    re-registers mmengine's local-file loader with ``weights_only=False``, as
-   the upstream fix (open-mmlab/mmengine PR #1650) does. Only local files go
-   through it (your own work dirs); URLs keep torch's safe default.
+   the upstream fix (open-mmlab/mmengine PR #1650) does. Checkpoints given
+   by URL (``load_from=https://...``, ``init_cfg=dict(type='Pretrained',
+   checkpoint=https://...)``) go through mmengine's ``load_url``; on this
+   stack that is ``torch.hub.load_state_dict_from_url``, which already
+   passes ``weights_only=False``, so its shim only acts where the URL loader
+   does not (:func:`patch_mmengine_url_loading`).
 
 Each shim checks for the thing it supplies and does nothing where the stack
 already has it. :func:`apply_all` runs them all; it is idempotent and is called
@@ -59,6 +63,7 @@ __all__ = [
     'patch_fuser_method_names',
     'patch_backend_pattern_config',
     'patch_mmengine_checkpoint_loading',
+    'patch_mmengine_url_loading',
     'setup_cpu_distributed',
 ]
 
@@ -278,6 +283,123 @@ def patch_mmengine_checkpoint_loading() -> bool:
     return True
 
 
+def _passes_weights_only_false(load_url: Callable) -> bool:
+    """Whether a URL loader calls ``torch.load`` with ``weights_only=False``
+    by default (``torch.hub.load_state_dict_from_url`` does; mmengine's own
+    ``load_url`` for torch < 1.7 has no such argument)."""
+    if getattr(load_url, '_dmcp_weights_only_false', False):
+        return True
+    try:
+        param = inspect.signature(load_url).parameters.get('weights_only')
+    except (TypeError, ValueError):
+        return False
+    return param is not None and param.default is False
+
+
+def _url_loader(original: Callable) -> Callable:
+    """``original`` (mmengine's ``load_url``) loading with
+    ``weights_only=False``: passed on if it takes the argument, else the
+    file is downloaded to the same cache and loaded here."""
+    try:
+        takes_weights_only = (
+            'weights_only' in inspect.signature(original).parameters
+        )
+    except (TypeError, ValueError):
+        takes_weights_only = False
+
+    def load_url(
+        url: str,
+        model_dir: Any = None,
+        map_location: Any = None,
+        progress: bool = True,
+        check_hash: bool = False,
+        file_name: Any = None,
+    ) -> Any:
+        """Download (once, into ``model_dir``, by default torch hub's
+        ``checkpoints`` folder) and load a checkpoint with
+        ``weights_only=False``.
+
+        Args:
+            url: The checkpoint's URL.
+            model_dir: Download folder. Defaults to None (torch hub's).
+            map_location: Same as :func:`torch.load`.
+            progress: Show a progress bar. Defaults to True.
+            check_hash: Check the sha256 prefix in the file name. Defaults
+                to False.
+            file_name: Name of the downloaded file. Defaults to None (the
+                URL's).
+
+        Returns:
+            The loaded checkpoint.
+        """
+        kwargs = dict(
+            model_dir=model_dir,
+            map_location=map_location,
+            progress=progress,
+            check_hash=check_hash,
+            file_name=file_name,
+        )
+        if takes_weights_only:
+            return original(url, weights_only=False, **kwargs)
+        import os
+        import re
+        from urllib.parse import urlparse
+
+        from torch.hub import download_url_to_file, get_dir
+
+        folder = model_dir or osp.join(get_dir(), 'checkpoints')
+        os.makedirs(folder, exist_ok=True)
+        name = file_name or osp.basename(urlparse(url).path)
+        cached = osp.join(folder, name)
+        if not osp.exists(cached):
+            sys.stderr.write(f'Downloading: "{url}" to {cached}\n')
+            match = re.search(r'-([a-f0-9]*)\.', name) if check_hash else None
+            download_url_to_file(
+                url,
+                cached,
+                match.group(1) if match else None,
+                progress=progress,
+            )
+        return torch.load(
+            cached, map_location=map_location, weights_only=False
+        )
+
+    load_url._dmcp_weights_only_false = True
+    return load_url
+
+
+def patch_mmengine_url_loading() -> bool:
+    """Let mmengine load checkpoints from URLs on a torch whose
+    ``torch.load`` defaults to weights-only loading.
+
+    mmengine's ``load_from_http`` (behind the ``http://``/``https://``
+    schemes, ``torchvision://``, ``open-mmlab://`` and ``mmcls://``) calls
+    ``mmengine.runner.checkpoint.load_url``. Where that loader does not
+    pass ``weights_only=False`` it is wrapped so that it does: mmengine
+    checkpoints hold non-tensor metadata (the message hub's
+    ``HistoryBuffer``, numpy arrays, the config text). Does nothing when
+    mmengine is missing, when ``torch.load`` does not default to
+    weights-only loading, or when the loader already passes
+    ``weights_only=False`` by default (``torch.hub.load_state_dict_from_url``
+    does on torch 2.x, so on the pinned stack this is a no-op).
+
+    Returns:
+        bool: True if the loader was replaced by this call.
+    """
+    try:
+        ckpt = importlib.import_module('mmengine.runner.checkpoint')
+    except ImportError:
+        return False
+    original = getattr(ckpt, 'load_url', None)
+    if original is None or _passes_weights_only_false(original):
+        return False
+    if not _torch_load_defaults_to_weights_only():
+        return False
+    ckpt.load_url = _url_loader(original)
+    _mark('mmengine_url_loading')
+    return True
+
+
 def apply_all() -> List[str]:
     """Apply every shim that this stack needs. Safe to call many times.
 
@@ -288,6 +410,7 @@ def apply_all() -> List[str]:
     patch_fuser_method_names()
     patch_backend_pattern_config()
     patch_mmengine_checkpoint_loading()
+    patch_mmengine_url_loading()
     return applied_shims()
 
 

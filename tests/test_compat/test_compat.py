@@ -13,7 +13,7 @@ import subprocess
 import sys
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, Iterator, List
 
 import pytest
 import torch
@@ -278,6 +278,123 @@ def test_patch_mmengine_checkpoint_loading_noop_without_weights_only(
     assert compat.patch_mmengine_checkpoint_loading() is False
     schemes = unpatched_loader.CheckpointLoader._schemes
     assert schemes[''] is _mmengine_0_10_7_loader
+    assert applied == []
+
+
+# ------------------------------------------------ mmengine_url_loading
+def _mmengine_old_load_url(
+    url: str,
+    model_dir: Any = None,
+    map_location: Any = None,
+    progress: bool = True,
+    check_hash: bool = False,
+    file_name: Any = None,
+) -> Any:
+    """A URL loader without ``weights_only`` (mmengine's own ``load_url``
+    for old torch): downloads, then a bare ``torch.load``."""
+    from torch.hub import download_url_to_file, get_dir
+
+    folder = model_dir or os.path.join(get_dir(), 'checkpoints')
+    os.makedirs(folder, exist_ok=True)
+    cached = os.path.join(folder, file_name or url.rsplit('/', 1)[-1])
+    if not os.path.exists(cached):
+        download_url_to_file(url, cached, progress=False)
+    return torch.load(cached, map_location=map_location)
+
+
+def _weights_only_by_default(url: str, weights_only: bool = True, **kw):
+    """A URL loader that takes ``weights_only`` but defaults to True (what
+    a future torch hub might do)."""
+    from torch.hub import download_url_to_file, get_dir
+
+    folder = os.path.join(get_dir(), 'checkpoints')
+    os.makedirs(folder, exist_ok=True)
+    cached = os.path.join(folder, 'future_' + url.rsplit('/', 1)[-1])
+    if not os.path.exists(cached):
+        download_url_to_file(url, cached, progress=False)
+    return torch.load(
+        cached, map_location=kw.get('map_location'), weights_only=weights_only
+    )
+
+
+@pytest.fixture
+def served_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """URL of an mmengine-style checkpoint (a ``HistoryBuffer`` in it)
+    served on 127.0.0.1; downloads go to a temporary ``TORCH_HOME``."""
+    from mmengine.logging import HistoryBuffer
+
+    from tests.http_utils import serve_directory
+
+    folder = tmp_path / 'served'
+    folder.mkdir()
+    torch.save(
+        dict(
+            state_dict=dict(w=torch.ones(2)),
+            message_hub=dict(loss=HistoryBuffer([1.0, 2.0], [1, 1])),
+        ),
+        folder / 'ckpt.pth',
+    )
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
+    with serve_directory(folder) as served:
+        yield f'{served.url}/ckpt.pth'
+
+
+@pytest.mark.parametrize(
+    'old_loader', [_mmengine_old_load_url, _weights_only_by_default]
+)
+def test_patch_mmengine_url_loading(
+    old_loader: Any,
+    served_checkpoint: str,
+    applied: List[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import pickle
+
+    from mmengine.runner import checkpoint
+
+    monkeypatch.setattr(checkpoint, 'load_url', old_loader)
+    with pytest.raises(pickle.UnpicklingError, match='Weights only'):
+        checkpoint.CheckpointLoader.load_checkpoint(served_checkpoint)
+
+    assert compat.patch_mmengine_url_loading() is True
+    assert applied == ['mmengine_url_loading']
+    loaded = checkpoint.CheckpointLoader.load_checkpoint(
+        served_checkpoint, map_location='cpu'
+    )
+    assert loaded['message_hub']['loss'].mean() == 1.5
+    assert torch.equal(loaded['state_dict']['w'], torch.ones(2))
+    assert compat.patch_mmengine_url_loading() is False  # done
+
+
+def test_patch_mmengine_url_loading_noop_on_pinned_stack(
+    served_checkpoint: str, applied: List[str]
+) -> None:
+    """torch hub's loader passes weights_only=False: nothing to patch, and
+    mmengine loads a checkpoint with non-tensor metadata by URL."""
+    from mmengine.runner import checkpoint
+    from torch.hub import load_state_dict_from_url
+
+    loader = checkpoint.load_url
+    if loader is not load_state_dict_from_url:
+        pytest.skip("mmengine's load_url is not torch hub's on this stack")
+    assert compat.patch_mmengine_url_loading() is False
+    assert checkpoint.load_url is loader
+    assert applied == []
+    loaded = checkpoint.CheckpointLoader.load_checkpoint(served_checkpoint)
+    assert loaded['message_hub']['loss'].mean() == 1.5
+
+
+def test_patch_mmengine_url_loading_noop_without_weights_only(
+    applied: List[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mmengine.runner import checkpoint
+
+    monkeypatch.setattr(checkpoint, 'load_url', _mmengine_old_load_url)
+    monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
+    assert compat.patch_mmengine_url_loading() is False
+    assert checkpoint.load_url is _mmengine_old_load_url
     assert applied == []
 
 

@@ -292,7 +292,10 @@ class _ChannelTracer(TorchFunctionMode):
         dynamic = _sliceable(module)
         rec.dynamic = dynamic
         if not dynamic:
-            reason = f'{what} ({type(module).__name__}) cannot be sliced'
+            kind_name = type(module).__name__
+            if kind == 'conv' and rec.groups > 1 and not rec.depthwise:
+                kind_name = f'grouped {kind_name}, groups={rec.groups}'
+            reason = f'{what} ({kind_name}) cannot be sliced'
             self.trace.fix(in_node, reason)
             self.trace.fix(rec.out_node, reason)
         if name in {r.name for r in self.trace.layers}:

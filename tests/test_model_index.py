@@ -1,0 +1,123 @@
+"""The model zoo: model-index.yml and configs/pruning/dmcp/metafile.yml
+parse with modelindex (what mim reads), name configs that exist, and state
+what the configs build; TODO markers stand only in the demo's placeholder."""
+
+import re
+
+import pytest
+import yaml
+from mmengine.config import Config
+
+import projects.dmcp  # noqa: F401  (compat shims + registration first)
+from projects.dmcp.models import (
+    count_flops,
+    count_params,
+    parse_flops,
+    tensor_forward,
+)
+from projects.dmcp.registry import MODELS
+from tests.utils import REPO_ROOT
+
+METAFILE = REPO_ROOT / 'configs' / 'pruning' / 'dmcp' / 'metafile.yml'
+DEMO = 'dmcp_resnet18-cifar-w16_subnet_fashion-mnist'
+
+
+@pytest.fixture(scope='module')
+def index():
+    from modelindex.load_model_index import load
+
+    mi = load(str(REPO_ROOT / 'model-index.yml'))
+    mi.build_models_with_collections()
+    return mi
+
+
+@pytest.fixture(scope='module')
+def models(index):
+    return {m.name: m for m in index.models}
+
+
+def test_model_index_parses_and_checks(index, models):
+    assert index.check(silent=True) == []
+    assert [c.name for c in index.collections] == ['DMCP']
+    paper = index.collections[0].paper
+    assert paper['URL'] == 'https://arxiv.org/abs/2005.03354'
+    assert len(models) == len(index.models) == 7  # names are unique
+    for name, model in models.items():
+        assert model.in_collection == 'DMCP'
+        config = REPO_ROOT / model.config
+        assert config.is_file(), model.config
+        assert config.stem == name  # OpenMMLab: the name is the config's
+        meta = model.metadata.data
+        assert {'Training Data', 'Epochs', 'Batch Size'} <= set(meta)
+
+
+def test_imagenet_entries_hold_no_unmeasured_results(models):
+    for name, model in models.items():
+        if name == DEMO:
+            continue
+        assert model.metadata.data['Training Data'] == 'ImageNet-1k'
+        assert model.results is None or not model.results.data, name
+        assert model.weights is None, name
+
+
+@pytest.mark.parametrize('net', ['resnet50', 'resnet18', 'mobilenet-v2-1.5x'])
+def test_flops_and_params_are_what_the_configs_build(models, net):
+    """A supernet entry: the full network at 224x224 and the config's
+    target; a subnet entry: the budget of the search it retrains."""
+    supernet = models[f'dmcp_{net}_supernet_8xb64_in1k']
+    cfg = Config.fromfile(str(REPO_ROOT / supernet.config))
+    arch = MODELS.build(dict(cfg.model.architecture, _scope_='mmpretrain'))
+    meta = supernet.metadata.data
+    assert meta['FLOPs'] == count_flops(arch, (3, 224, 224), tensor_forward)
+    assert meta['Parameters'] == count_params(arch)
+    target = parse_flops(cfg.model.target_flops)
+    assert meta['Target FLOPs'] == target
+    assert meta['Epochs'] == cfg.train_cfg.max_epochs
+    assert meta['Batch Size'] == cfg.auto_scale_lr.base_batch_size
+
+    subnet = models[f'dmcp_{net}_subnet_32xb64_in1k']
+    sub_cfg = Config.fromfile(str(REPO_ROOT / subnet.config))
+    assert subnet.metadata.data['FLOPs'] == target
+    assert subnet.metadata.data['Epochs'] == sub_cfg.train_cfg.max_epochs
+    assert (
+        subnet.metadata.data['Batch Size']
+        == sub_cfg.auto_scale_lr.base_batch_size
+    )
+
+
+def test_demo_placeholder_and_its_todos(models):
+    demo = models[DEMO]
+    cfg = Config.fromfile(str(REPO_ROOT / demo.config))
+    meta = demo.metadata.data
+    assert meta['Training Data'] == 'Fashion-MNIST'
+    assert meta['Epochs'] == cfg.train_cfg.max_epochs
+    assert meta['Batch Size'] == cfg.train_dataloader.batch_size
+    search = Config.fromfile(
+        str(REPO_ROOT / cfg.filename.replace('subnet', 'supernet'))
+    )
+    assert meta['Target FLOPs'] == parse_flops(search.model.target_flops)
+    (result,) = demo.results.data
+    assert result.task == 'Image Classification'
+    assert result.dataset == 'Fashion-MNIST'
+    assert list(result.metrics) == ['Top 1 Accuracy']
+
+    # the TODO markers: only in the demo's entry, one per value to fill
+    text = METAFILE.read_text()
+    entries = re.split(r'\n  - Name: ', text.split('\nModels:\n', 1)[1])
+    for entry in entries:
+        todos = [line for line in entry.splitlines() if 'TODO' in line]
+        if entry.startswith(DEMO):
+            keys = [line.split(':')[0].strip() for line in todos]
+            assert keys == [
+                'FLOPs',
+                'Parameters',
+                'Top 1 Accuracy',
+                'Weights',
+            ]
+        else:
+            assert not todos, entry.splitlines()[0]
+    assert 'TODO' not in text.split('\nModels:\n', 1)[0]
+    raw = yaml.safe_load(text)
+    (entry,) = [m for m in raw['Models'] if m['Name'] == DEMO]
+    assert entry['Weights'] is None
+    assert entry['Metadata']['FLOPs'] is None

@@ -1,0 +1,79 @@
+"""Plot a search's log: the expected FLOPs against the target, and the
+architecture step's ``loss_cls`` and ``loss_reg``, over the iterations.
+
+Usage::
+
+    python tools/analysis/plot_search_log.py WORK_DIR_OR_JSON [--out PNG]
+        [--title TITLE]
+
+Reads mmengine's ``vis_data/scalars.json`` (the keys ``expected_mflops``,
+``target_mflops``, ``arch.loss_cls``, ``arch.loss_reg``, ``max.loss`` and
+``step``). Given a work dir, all its runs are joined, a resumed run
+continuing the log of the one it resumed. The PNG goes to ``--out``, else
+``search_curves.png`` in the work dir (beside the json when a json is
+given); its path is printed.
+"""
+
+import os.path as osp
+import sys
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+
+from projects.dmcp import compat  # noqa: E402
+
+compat.apply_all()
+
+import argparse  # noqa: E402
+from typing import List, Optional  # noqa: E402
+
+CURVES_PNG = 'search_curves.png'
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """Parse the command line.
+
+    Args:
+        argv (list[str], optional): Arguments. Defaults to None
+            (``sys.argv[1:]``).
+
+    Returns:
+        argparse.Namespace: The parsed arguments.
+    """
+    parser = argparse.ArgumentParser(
+        description='Plot E[FLOPs], loss_cls and loss_reg of a DMCP search'
+    )
+    parser.add_argument(
+        'path', help='the work dir of a search, or a vis_data/scalars.json'
+    )
+    parser.add_argument('--out', help='PNG to write')
+    parser.add_argument('--title', help='figure title')
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> str:
+    """Read, plot and print the path.
+
+    Args:
+        argv (list[str], optional): Arguments. Defaults to None.
+
+    Returns:
+        str: The PNG written.
+    """
+    from projects.dmcp.visualization import plot_search_curves, read_scalars
+
+    args = parse_args(argv)
+    try:
+        records = read_scalars(args.path)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f'plot_search_log.py: error: {e}') from e
+    folder = args.path if osp.isdir(args.path) else osp.dirname(args.path)
+    out = args.out or osp.join(folder, CURVES_PNG)
+    path = plot_search_curves(records, out, title=args.title)
+    print(f'wrote {path}', flush=True)
+    return path
+
+
+if __name__ == '__main__':
+    main()
