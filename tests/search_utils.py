@@ -103,9 +103,11 @@ def tiny_search_options(
     return opts + list(extra or [])
 
 
-def tiny_config(data_root: Union[str, os.PathLike],
-                config: Union[str, os.PathLike] = RESNET18_SUPERNET,
-                **kwargs):
+def tiny_config(
+    data_root: Union[str, os.PathLike],
+    config: Union[str, os.PathLike] = RESNET18_SUPERNET,
+    **kwargs,
+):
     """Load a supernet config shrunk by :func:`tiny_search_options`, for
     in-process runners.
 
