@@ -5,12 +5,15 @@ For each budget (default 50% and 25% of the full network's FLOPs) and seed
 
 1. a DMCP search (the demo's supernet config, ResNet-18 with CIFAR stem at a
    quarter width, one input channel) at that budget -> Expected Sampling yaml;
-2. the DMCP subnet and the uniform-width network with the most FLOPs not
-   above the budget, each trained from scratch with the same schedule and
-   seed (the demo's subnet config), and tested on the 10,000 test images.
+2. three networks, each trained from scratch with the same schedule and
+   seed (the demo's subnet config) and tested on the 10,000 test images:
+   the DMCP subnet; the uniform-width network with the most FLOPs not above
+   the budget; and the uniform-width network with the most FLOPs not above
+   the DMCP subnet's own FLOPs (the comparison at equal cost, since a short
+   search can end below its target).
 
-It prints, per budget, the mean and spread (min..max) of top-1 of both, the
-FLOPs of both, and whether each search's final E[FLOPs] lay in
+It prints, per budget, the mean and spread (min..max) of top-1 of each, their
+FLOPs, and whether each search's final E[FLOPs] lay in
 ``[gamma * T, T]``; ``--json`` adds one JSON object on the last line, and
 ``--out`` writes the table (with date and machine) as Markdown.
 
@@ -52,9 +55,9 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     parser.add_argument('--search-epochs', type=int, default=6)
-    parser.add_argument('--search-subset', type=int, default=6000)
-    parser.add_argument('--retrain-epochs', type=int, default=4)
-    parser.add_argument('--retrain-subset', type=int, default=20000)
+    parser.add_argument('--search-subset', type=int, default=5000)
+    parser.add_argument('--retrain-epochs', type=int, default=3)
+    parser.add_argument('--retrain-subset', type=int, default=15000)
     parser.add_argument(
         '--jobs', type=int, default=2, help='runs at once (one thread each)'
     )
@@ -85,6 +88,9 @@ def run(config: str, work_dir: str, options: list) -> None:
         )
     if code:
         raise RuntimeError(f'{config} failed; see {work_dir}/train.log')
+
+
+ARMS = ('dmcp', 'uniform', 'uniform_matched')
 
 
 def last_top1(work_dir: str) -> float:
@@ -168,6 +174,37 @@ def one_seed(
     return out
 
 
+def matched_uniform_yamls(args: argparse.Namespace, results: list) -> None:
+    """For each search, the uniform-width network with the most FLOPs not
+    above the DMCP subnet's own FLOPs (built in the main thread)."""
+    for r in results:
+        root = osp.join(
+            args.work_dir, f'budget{r["budget"]:g}_seed{r["seed"]}'
+        )
+        folder = osp.join(root, 'matched')
+        os.makedirs(folder, exist_ok=True)
+        path = osp.join(folder, 'uniform.yaml')
+        if not osp.exists(path):
+            import yaml
+
+            flops = yaml.safe_load(open(r['yamls']['dmcp']))['meta']['flops']
+            write_reference_yamls(folder, flops)
+        r['yamls']['uniform_matched'] = path
+
+
+def retrain_matched(args: argparse.Namespace, r: dict) -> None:
+    """Retrain the matched uniform network (subprocess only)."""
+    root = osp.join(args.work_dir, f'budget{r["budget"]:g}_seed{r["seed"]}')
+    work = osp.join(root, 'retrain_uniform_matched')
+    run(
+        SUBNET,
+        work,
+        retrain_opts(args, r['seed'])
+        + [f'model.subnet={r["yamls"]["uniform_matched"]}'],
+    )
+    r['uniform_matched'] = dict(top1=last_top1(work))
+
+
 def add_flops_and_params(results: list) -> None:
     """FLOPs and params of each retrained network, from its yaml."""
     from mmengine.config import Config
@@ -180,7 +217,7 @@ def add_flops_and_params(results: list) -> None:
     cache = {}
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         for r in results:
-            for name in ('dmcp', 'uniform'):
+            for name in ARMS:
                 path = r['yamls'][name]
                 if path not in cache:
                     model = MODELS.build(dict(cfg.model, subnet=path))
@@ -200,7 +237,7 @@ def summarise(results: list, budgets: list) -> dict:
     for b in budgets:
         rows = [r for r in results if r['budget'] == b]
         entry = {}
-        for name in ('dmcp', 'uniform'):
+        for name in ARMS:
             top1 = [r[name]['top1'] for r in rows]
             entry[name] = dict(
                 top1_mean=sum(top1) / len(top1),
@@ -225,8 +262,7 @@ def table(summary: dict, args: argparse.Namespace, minutes: float) -> str:
         f'Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on '
         f'{platform.machine()} ({os.cpu_count()} cores, '
         f'{platform.processor() or platform.platform()}), '
-        f'{minutes:.0f} min, by `python benchmarks/search_quality.py '
-        f'--out benchmarks/results/search_quality.md`.',
+        f'{minutes:.0f} min, by `python {" ".join(sys.argv)}`.',
         '',
         f'Search: {args.search_epochs} epochs ({args.search_epochs // 2} '
         f'warmup) on {args.search_subset} training images; retraining: '
@@ -281,6 +317,8 @@ def main() -> None:
                 jobs,
             )
         )
+        matched_uniform_yamls(args, results)
+        list(pool.map(lambda r: retrain_matched(args, r), results))
     add_flops_and_params(results)
     summary = summarise(results, args.budgets)
     text = table(summary, args, (time.time() - start) / 60)
