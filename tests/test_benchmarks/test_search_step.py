@@ -1,0 +1,58 @@
+"""Smoke test of ``benchmarks/search_step.py`` (ours vs mmrazor's DMCP):
+tiny settings, JSON summary on the last line."""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from tests.utils import REPO_ROOT
+
+SCRIPT = REPO_ROOT / 'benchmarks' / 'search_step.py'
+KEYS = (
+    'stage1_ratio_vs_mmrazor',
+    'stage2_ratio_vs_mmrazor',
+    'efficiency',
+    'peak_rss_ratio_vs_mmrazor',
+)
+
+
+@pytest.mark.slow
+def test_search_step_benchmark_json(tmp_path):
+    cmd = [
+        sys.executable,
+        str(SCRIPT),
+        '--iters',
+        '2',
+        '--warmup',
+        '1',
+        '--input-size',
+        '32',
+        '--batch-size',
+        '4',
+        '--backbones',
+        'resnet18',
+        '--memory-iters',
+        '1',
+        '--json',
+    ]
+    proc = subprocess.run(
+        cmd,
+        cwd=tmp_path,  # the script must find the repository by itself
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    for key in KEYS:
+        value = float(summary[key])
+        assert math.isfinite(value) and value > 0, (key, value)
+    detail = summary['backbones']['resnet18']
+    assert detail['same_subnets'] is True
+    assert detail['subnet_flops_share']['max'] == pytest.approx(1.0)
+    for key in ('plain_step_s', 'ours_stage1_s', 'mmrazor_stage1_s'):
+        assert detail[key] > 0
