@@ -149,8 +149,8 @@ def write_reference_yamls(work_dir: str, target) -> dict:
     cfg = Config.fromfile(osp.join(REPO, SUPERNET))
     if target is not None:
         cfg.model.target_flops = target
-    DefaultScope.get_instance('dmcp_demo', scope_name='mmpretrain')
-    algo = MODELS.build(cfg.model)
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        algo = MODELS.build(cfg.model)
     mutator = algo.mutator
     paths = {}
     for name, (choices, ratio) in {
