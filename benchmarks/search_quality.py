@@ -47,6 +47,11 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--work-dir', default='work_dirs/search_quality')
     parser.add_argument(
+        '--supernet',
+        default=SUPERNET,
+        help="search config (default: the demo's)",
+    )
+    parser.add_argument(
         '--budgets',
         type=float,
         nargs='+',
@@ -151,7 +156,11 @@ def one_seed(
     import yaml
 
     root = osp.join(args.work_dir, f'budget{fraction:g}_seed{seed}')
-    run(SUPERNET, osp.join(root, 'search'), search_opts(args, target, seed))
+    run(
+        args.supernet,
+        osp.join(root, 'search'),
+        search_opts(args, target, seed),
+    )
     dmcp_yaml = osp.join(root, 'search', 'DMCP_SUBNET_IMAGENET.yaml')
     meta = yaml.safe_load(open(dmcp_yaml))['meta']
     out = dict(
@@ -277,7 +286,8 @@ def table(summary: dict, args: argparse.Namespace, minutes: float) -> str:
     for b, e in summary.items():
         for name, label in (
             ('dmcp', 'DMCP (Expected Sampling)'),
-            ('uniform', 'uniform width'),
+            ('uniform', 'uniform width at the budget'),
+            ('uniform_matched', "uniform width at the DMCP subnet's FLOPs"),
         ):
             s = e[name]
             flops = sum(s['flops']) / len(s['flops'])

@@ -2,10 +2,7 @@
 parse with modelindex (what mim reads), name configs that exist, and state
 what the configs build; TODO markers stand only in the demo's placeholder."""
 
-import re
-
 import pytest
-import yaml
 from mmengine.config import Config
 
 import projects.dmcp  # noqa: F401  (compat shims + registration first)
@@ -101,23 +98,38 @@ def test_demo_placeholder_and_its_todos(models):
     assert result.dataset == 'Fashion-MNIST'
     assert list(result.metrics) == ['Top 1 Accuracy']
 
-    # the TODO markers: only in the demo's entry, one per value to fill
-    text = METAFILE.read_text()
-    entries = re.split(r'\n  - Name: ', text.split('\nModels:\n', 1)[1])
-    for entry in entries:
-        todos = [line for line in entry.splitlines() if 'TODO' in line]
-        if entry.startswith(DEMO):
-            keys = [line.split(':')[0].strip() for line in todos]
-            assert keys == [
-                'FLOPs',
-                'Parameters',
-                'Top 1 Accuracy',
-                'Weights',
-            ]
-        else:
-            assert not todos, entry.splitlines()[0]
-    assert 'TODO' not in text.split('\nModels:\n', 1)[0]
-    raw = yaml.safe_load(text)
-    (entry,) = [m for m in raw['Models'] if m['Name'] == DEMO]
-    assert entry['Weights'] is None
-    assert entry['Metadata']['FLOPs'] is None
+    # no placeholder is left anywhere
+    assert 'TODO' not in METAFILE.read_text()
+
+
+def test_demo_entry_is_the_shipped_subnet(models):
+    """The zoo's first entry: its arch yaml and checkpoint are in the repo,
+    the checkpoint loads strictly into the pruned model its config builds
+    from the yaml, and the FLOPs and parameters are that model's."""
+    import torch
+    from mmengine.registry import DefaultScope
+    from mmengine.runner import load_checkpoint
+
+    from projects.dmcp.models.flops import count_flops, count_params
+    from projects.dmcp.registry import MODELS
+
+    demo = models[DEMO]
+    meta = demo.metadata.data
+    arch = REPO_ROOT / meta['Architecture']
+    weights = REPO_ROOT / demo.weights
+    assert arch.is_file() and weights.is_file()
+    cfg = Config.fromfile(str(REPO_ROOT / demo.config))
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        model = MODELS.build(dict(cfg.model, subnet=str(arch)))
+    load_checkpoint(
+        model, str(weights), map_location='cpu', strict=True, logger='silent'
+    )
+    flops = count_flops(
+        model, cfg.input_shape, lambda m, x: m(x, mode='tensor')
+    )
+    assert flops == meta['FLOPs']
+    assert count_params(model) == meta['Parameters']
+    with torch.no_grad():
+        assert model(
+            torch.zeros(2, *cfg.input_shape), mode='tensor'
+        ).shape == (2, 10)

@@ -40,6 +40,11 @@ def atomic_write(
             f.write(data.encode(encoding) if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
+        # mkstemp makes the file private (0600): give it the permissions a
+        # plain open() would, under the process umask
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if osp.exists(tmp):

@@ -1,0 +1,27 @@
+# The demo's Fashion-MNIST search with alpha stepped by SGD (momentum 0.9,
+# lr 3.0 -> 0.3 by cosine, no weight decay) instead of Adam: Adam's
+# per-parameter normalisation moves every alpha by about the same amount, so
+# the searched widths stay nearly uniform; SGD keeps the relative sizes of
+# the gradients that tell layers apart. Used by benchmarks/search_quality.py.
+_base_ = '../../configs/pruning/dmcp/dmcp_resnet18-cifar-w16_supernet_fashion-mnist.py'
+
+optim_wrapper = dict(
+    mutator=dict(
+        optimizer=dict(
+            _delete_=True, type='SGD', lr=3.0, momentum=0.9, weight_decay=0.0
+        )
+    )
+)
+param_scheduler = dict(
+    mutator=[
+        dict(
+            type='CosineAnnealingLR',
+            T_max=3,
+            eta_min=0.3,
+            by_epoch=True,
+            begin=3,
+            end=6,
+            convert_to_iter_based=True,
+        )
+    ]
+)
