@@ -33,10 +33,21 @@ restored so that our step draws the same two), and mmrazor's
 ``set_subnet`` is replaced, for its stage 1 only, by one that sets those
 widths on the matching mmrazor units (``mutator.set_choices`` then
 ``mutator.modify_supernet_forward``, which is what its own ``sample_subnet``
-does after choosing). So both train exactly the same four subnets every
-iteration (its own ``min`` would keep ``C - 18 * int(0.05 C)`` channels, ours
-the first of ``--num-groups`` groups, and its random mode draws a uniform
-19-way width per unit; ``--own-sampling`` lets it draw its own instead).
+does after choosing). So both train the same ``max`` and ``min`` subnets and
+the same two random ones every iteration, except that in mmrazor's random
+ones every unit is one channel wider (narrower, on alternate iterations, and
+wherever the width would leave ``[1, C]``). The shift keeps the FLOPs equal
+to within a fraction of a percent (both sums are reported) but leaves the two
+no convolution shape in common: oneDNN JIT-compiles a kernel ("primitive")
+per convolution shape and caches it, a new shape costs 0.5-1 ms per
+convolution forward + backward on this machine, and with identical widths
+whichever implementation ran second would reuse the kernels the first just
+built (its stage 1 then looks 20-30% faster). In a search every step draws
+new widths and pays for new kernels, so neither may. ``--shared-shapes``
+gives mmrazor our exact widths; ``--own-sampling`` lets it draw its own
+(its ``min`` keeps ``C - 18 * int(0.05 C)`` channels, ours the first of
+``--num-groups`` groups; its random mode draws a uniform 19-way width per
+unit).
 
 **Our stage 2**: ``DMCP._arch_step(data, optim['mutator'])`` with ``data =
 DMCP.data_preprocessor(batch, True)`` computed outside the timer: the
@@ -67,7 +78,8 @@ preprocessing, forward, backward, one SGD step.
 subnet costs what its FLOPs share of the plain step would. The subnet FLOPs
 are the ones our stage 1 reported in ``DMCP.last_subnet_flops`` over the
 timed iterations (averaged), counted by our FLOPs table at the training input
-size.
+size; mmrazor's efficiency uses its own four subnets' FLOPs, by the same
+table (checked once at build time against the MACs its forward really runs).
 
 **Peak memory**: measured separately, each implementation (ours, mmrazor's,
 the plain classifier) in a fresh subprocess of this script that builds only
@@ -386,6 +398,25 @@ class SameSubnets:
         self.razor.mutator.modify_supernet_forward(arch_train)
 
 
+def shifted_plan(ours, plan: List[tuple], step: int) -> List[tuple]:
+    """The plan with every unit of the Direct Samples ``step`` channels
+    wider (``-step`` where that would leave ``[1, C]``): nearly the same
+    FLOPs, but no convolution shape in common, so that neither
+    implementation runs on the oneDNN primitives (JIT-compiled kernels,
+    cached by shape) that the other just created for the same widths. In
+    a search every step draws new widths and pays for new primitives."""
+    sizes = {u.name: u.num_channels for u in ours.mutator.units}
+    out = []
+    for kind, choices in plan:
+        if kind == 'direct':
+            choices = {
+                n: w + step if 1 <= w + step <= sizes[n] else w - step
+                for n, w in choices.items()
+            }
+        out.append((kind, choices))
+    return out
+
+
 # ------------------------------------------------------------------ stages
 def ours_plan(ours) -> List[tuple]:
     """The four subnets our next stage 1 will train, drawn ahead."""
@@ -620,21 +651,22 @@ def bench_backbone(args, built: dict, log: Callable) -> dict:
         k: [] for k in ('ours_s1', 'razor_s1', 'plain', 'ours_s2', 'razor_s2')
     }
     subnet_flops: List[Dict[str, int]] = []
+    razor_flops: List[int] = []
     total = args.warmup + args.iters
 
-    def run_ours1(plan):
+    def run_ours1(razor_plan):
         return timed(ours_stage1, ours, ours_optim, batch)
 
-    def run_razor1(plan):
+    def run_razor1(razor_plan):
         if same is None:
             return timed_mmrazor(razor_stage1, razor, razor_optim, batch)
-        with same.use(plan):
+        with same.use(razor_plan):
             return timed_mmrazor(razor_stage1, razor, razor_optim, batch)
 
-    def run_ours2(plan):
+    def run_ours2(razor_plan):
         return timed(ours_stage2, ours, ours_optim, data)
 
-    def run_razor2(plan):
+    def run_razor2(razor_plan):
         return timed_mmrazor(
             razor_stage2, razor, razor_optim, r_inputs, r_samples
         )
@@ -643,9 +675,14 @@ def bench_backbone(args, built: dict, log: Callable) -> dict:
         keep = it >= args.warmup
         plan = ours_plan(ours)
         first_ours = it % 2 == 0
+        razor_plan = (
+            plan
+            if args.shared_shapes
+            else shifted_plan(ours, plan, 1 if first_ours else -1)
+        )
         pairs = [('ours_s1', run_ours1), ('razor_s1', run_razor1)]
         for key, fn in pairs if first_ours else pairs[::-1]:
-            dt = fn(plan)
+            dt = fn(razor_plan)
             if keep:
                 times[key].append(dt)
         trained = dict(ours.last_subnet_flops)
@@ -658,9 +695,13 @@ def bench_backbone(args, built: dict, log: Callable) -> dict:
         if keep:
             times['plain'].append(dt)
             subnet_flops.append(trained)
+            if same is not None:
+                razor_flops.append(
+                    sum(ours.mutator.subnet_flops(c) for _, c in razor_plan)
+                )
         pairs = [('ours_s2', run_ours2), ('razor_s2', run_razor2)]
         for key, fn in pairs if first_ours else pairs[::-1]:
-            dt = fn(plan)
+            dt = fn(razor_plan)
             if keep:
                 times[key].append(dt)
         log(
@@ -677,7 +718,11 @@ def bench_backbone(args, built: dict, log: Callable) -> dict:
         t: statistics.mean(f[t] for f in subnet_flops) / full for t in tags
     }
     flops_sum = sum(share.values())
-    ideal = med['plain'] * flops_sum
+    # mmrazor's four subnets (ours, or shifted by a channel): their FLOPs
+    # by our table; with --own-sampling unknown, taken as ours.
+    razor_sum = (
+        statistics.mean(razor_flops) / full if razor_flops else flops_sum
+    )
     return dict(
         backbone=backbone + ('' if backbone != 'mobilenetv2' else '-1.0x'),
         input_size=args.input_size,
@@ -685,7 +730,9 @@ def bench_backbone(args, built: dict, log: Callable) -> dict:
         full_mflops=full / 1e6,
         subnet_flops_share=share,
         subnet_flops_sum_over_full=flops_sum,
+        mmrazor_subnet_flops_sum_over_full=razor_sum,
         same_subnets=same is not None,
+        shared_shapes=bool(args.shared_shapes) and same is not None,
         plain_step_s=med['plain'],
         ours_stage1_s=med['ours_s1'],
         mmrazor_stage1_s=med['razor_s1'],
@@ -693,8 +740,8 @@ def bench_backbone(args, built: dict, log: Callable) -> dict:
         ours_stage2_s=med['ours_s2'],
         mmrazor_stage2_s=med['razor_s2'],
         stage2_ratio=med['ours_s2'] / med['razor_s2'],
-        efficiency=ideal / med['ours_s1'],
-        mmrazor_efficiency=ideal / med['razor_s1'],
+        efficiency=med['plain'] * flops_sum / med['ours_s1'],
+        mmrazor_efficiency=med['plain'] * razor_sum / med['razor_s1'],
         best_s={k: min(v) for k, v in times.items()},
         times_s={k: v for k, v in times.items()},
     )
@@ -736,6 +783,13 @@ def parse_args(argv=None):
         '--own-sampling',
         action='store_true',
         help="let mmrazor draw its own min/random subnets instead of ours'",
+    )
+    p.add_argument(
+        '--shared-shapes',
+        action='store_true',
+        help='give mmrazor exactly our Direct Samples (by default each of '
+        'its units is one channel off, so that the two never share '
+        'oneDNN primitives)',
     )
     p.add_argument(
         '--json',
@@ -804,6 +858,7 @@ def main(argv=None) -> int:
                 threads=args.threads,
                 num_groups=args.num_groups,
                 same_subnets=not args.own_sampling,
+                shared_shapes=args.shared_shapes,
                 load_average_start=args.load_start,
                 load_average_end=os.getloadavg()[0],
             ),
@@ -833,7 +888,12 @@ def print_report(args, results: dict, wall: float) -> None:
         ('ours_stage2_s', 'stage 2 ours (s)', '{:.3f}'),
         ('mmrazor_stage2_s', 'stage 2 mmrazor (s)', '{:.3f}'),
         ('stage2_ratio', 'stage 2 ratio ours/mmrazor', '{:.2f}'),
-        ('subnet_flops_sum_over_full', '4 subnets FLOPs / full', '{:.2f}'),
+        ('subnet_flops_sum_over_full', '4 subnets FLOPs / full', '{:.3f}'),
+        (
+            'mmrazor_subnet_flops_sum_over_full',
+            "mmrazor's 4 subnets FLOPs / full",
+            '{:.3f}',
+        ),
         ('efficiency', 'efficiency ours', '{:.2f}'),
         ('mmrazor_efficiency', 'efficiency mmrazor', '{:.2f}'),
     ):
@@ -874,9 +934,14 @@ def print_report(args, results: dict, wall: float) -> None:
         f'{args.threads} threads, median of {args.iters} iterations after '
         f'{args.warmup} warm-up; '
         + (
-            'both train the same 4 subnets per step'
-            if not args.own_sampling
-            else 'each draws its own subnets'
+            'each draws its own subnets'
+            if args.own_sampling
+            else 'both train the same 4 subnets per step'
+            + (
+                ''
+                if args.shared_shapes
+                else " (mmrazor's random ones one channel off per unit)"
+            )
         )
     )
     for r in rows:
