@@ -147,7 +147,14 @@ def run_tool(
     """
     if args and args[0] == 'python':
         args = [sys.executable] + args[1:]
-    full_env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), **(env or {}))
+    # this interpreter's bin dir first: the shell scripts call a bare
+    # `python`, and `make test` runs without an activated virtualenv
+    path = os.pathsep.join(
+        [os.path.dirname(sys.executable), os.environ.get('PATH', '')]
+    )
+    full_env = dict(
+        os.environ, PYTHONPATH=str(REPO_ROOT), PATH=path, **(env or {})
+    )
     proc = subprocess.run(
         args,
         cwd=REPO_ROOT,
