@@ -131,6 +131,15 @@ def tiny_config(
     return cfg
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
 def run_tool(
     args: List[str], env: Optional[Dict[str, str]] = None, timeout: float = 600
 ) -> subprocess.CompletedProcess:
@@ -152,9 +161,8 @@ def run_tool(
     path = os.pathsep.join(
         [os.path.dirname(sys.executable), os.environ.get('PATH', '')]
     )
-    full_env = dict(
-        os.environ, PYTHONPATH=str(REPO_ROOT), PATH=path, **(env or {})
-    )
+    full_env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), PATH=path)
+    full_env.update(env or {})
     proc = subprocess.run(
         args,
         cwd=REPO_ROOT,

@@ -17,6 +17,7 @@ from mmengine.runner import load_checkpoint
 from projects.dmcp.registry import MODELS
 from tests.search_utils import (
     RESNET18_SUPERNET,
+    free_port,
     make_tiny_imagenet,
     run_tool,
     tiny_search_options,
@@ -251,7 +252,7 @@ def test_dist_train_subnet_on_cpu(searched, tmp_path):
             *retrain_options(data, subnet, batch_size=6),
             'train_dataloader.batch_size=3',
         ],
-        env={'PORT': '29537'},
+        env={'PORT': str(free_port())},
     )
     log = proc.stdout + proc.stderr
     assert 'Distributed training: True' in log

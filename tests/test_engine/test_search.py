@@ -9,6 +9,7 @@ import yaml
 
 from tests.search_utils import (
     RESNET18_SUPERNET,
+    free_port,
     make_tiny_imagenet,
     run_tool,
     tiny_search_options,
@@ -126,7 +127,7 @@ def test_ddp_search_keeps_ranks_identical(tiny_imagenet, tmp_path):
             '--cfg-options',
             *tiny_search_options(tiny_imagenet, max_epochs=3, warmup_epochs=1),
         ],
-        env={'PORT': '29531'},
+        env={'PORT': str(free_port())},
     )
     probes = [
         torch.load(tmp_path / f'probe_rank{r}.pt', weights_only=False)
