@@ -112,6 +112,7 @@ def main() -> None:
     else:
         runner = RUNNERS.build(cfg)
     runner.test()
+    compat.teardown_distributed()
 
 
 if __name__ == '__main__':

@@ -151,6 +151,7 @@ def main() -> None:
     else:
         runner = RUNNERS.build(cfg)
     runner.train()
+    compat.teardown_distributed()
 
 
 if __name__ == '__main__':

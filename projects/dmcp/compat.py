@@ -65,6 +65,7 @@ __all__ = [
     'patch_mmengine_checkpoint_loading',
     'patch_mmengine_url_loading',
     'setup_cpu_distributed',
+    'teardown_distributed',
 ]
 
 # Names of the shims that acted in this process (in the order they acted).
@@ -481,4 +482,27 @@ def setup_cpu_distributed(cfg: Any) -> bool:
             init_dist(cfg.launcher, **dist_cfg)
         finally:
             torch.cuda.set_device = set_device
+    return True
+
+
+def teardown_distributed() -> bool:
+    """Wait for every rank, then destroy the default process group.
+
+    torch 2.x no longer tears the gloo process group down cleanly at
+    interpreter exit: a rank that leaves first while the group is alive can
+    abort with ``terminate called without an active exception`` (SIGABRT),
+    and ``torchrun`` then reports the whole job as failed although training
+    finished. mmengine 0.10.7 never destroys the group, so the tools call this
+    after ``runner.train()`` / ``runner.test()``.
+
+    Returns:
+        bool: True if a process group was destroyed, False if none was
+        initialised.
+    """
+    import torch.distributed as torch_dist
+
+    if not (torch_dist.is_available() and torch_dist.is_initialized()):
+        return False
+    torch_dist.barrier()
+    torch_dist.destroy_process_group()
     return True

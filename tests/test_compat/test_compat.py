@@ -473,3 +473,23 @@ def test_setup_cpu_distributed_noop(
     assert compat.setup_cpu_distributed(cfg) is False
     assert cfg.to_dict() == dict(launcher='pytorch')
     assert init_calls == []
+
+
+def test_teardown_distributed(tmp_path: Path) -> None:
+    """A single-rank gloo group is destroyed; without one it is a no-op."""
+    import torch.distributed as torch_dist
+
+    assert compat.teardown_distributed() is False
+    torch_dist.init_process_group(
+        'gloo',
+        init_method=f'file://{tmp_path / "store"}',
+        rank=0,
+        world_size=1,
+    )
+    try:
+        assert torch_dist.is_initialized()
+        assert compat.teardown_distributed() is True
+        assert not torch_dist.is_initialized()
+    finally:
+        if torch_dist.is_initialized():
+            torch_dist.destroy_process_group()
