@@ -12,6 +12,8 @@
    and the full network, written as yamls of the same format.
 4. The three retrained from scratch with one schedule (``tools/train.py`` on
    ``..._subnet_fashion-mnist.py``), then evaluated on the 10,000 test images.
+   ``--jobs`` runs go side by side, one core each by default: the full and
+   the uniform network do not wait for the search.
 5. A table (FLOPs, params, top-1) printed and written, with the yamls and the
    logs, into the work dir (default ``work_dirs/demo_fashion_mnist``).
 """
@@ -25,6 +27,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -51,6 +54,12 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--work-dir', default='work_dirs/demo_fashion_mnist')
     parser.add_argument(
+        '--data-dir',
+        default=DATA_DIR,
+        help="where the idx files are (extracted there from Debian's "
+        'package when missing; default: data/fashion-mnist)',
+    )
+    parser.add_argument(
         '--search-epochs',
         type=int,
         default=None,
@@ -71,14 +80,21 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         '--target',
         default=None,
-        help='target FLOPs (default: the config, 16M)',
+        help='target FLOPs (default: the config, 14M)',
+    )
+    parser.add_argument(
+        '--jobs',
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help='trainings run side by side, each with cpu_count/jobs threads '
+        '(default: 2, or 1 on a single core)',
     )
     return parser.parse_args()
 
 
-def prepare_data() -> None:
-    """Extract Debian's Fashion-MNIST idx files into data/fashion-mnist."""
-    if all(osp.exists(osp.join(DATA_DIR, f)) for f in IDX_FILES):
+def prepare_data(data_dir: str) -> None:
+    """Extract Debian's Fashion-MNIST idx files into ``data_dir``."""
+    if all(osp.exists(osp.join(data_dir, f)) for f in IDX_FILES):
         return
     if not all(osp.exists(osp.join(DEBIAN_DIR, f + '.gz')) for f in IDX_FILES):
         if os.geteuid() == 0 and shutil.which('apt-get'):
@@ -96,18 +112,28 @@ def prepare_data() -> None:
                 '    sudo apt-get install dataset-fashion-mnist\n'
                 'then run `make demo` again.'
             )
-    os.makedirs(DATA_DIR, exist_ok=True)
+    os.makedirs(data_dir, exist_ok=True)
     for name in IDX_FILES:
         with (
             gzip.open(osp.join(DEBIAN_DIR, name + '.gz')) as src,
-            open(osp.join(DATA_DIR, name), 'wb') as dst,
+            open(osp.join(data_dir, name), 'wb') as dst,
         ):
             shutil.copyfileobj(src, dst)
-    print(f'Fashion-MNIST extracted into {DATA_DIR}', flush=True)
+    print(f'Fashion-MNIST extracted into {data_dir}', flush=True)
 
 
-def train(config: str, work_dir: str, options: list) -> None:
-    """Run tools/train.py, its log into work_dir/train.log."""
+def train(
+    name: str, config: str, work_dir: str, options: list, threads: int
+) -> float:
+    """Run tools/train.py with ``threads`` threads, its log into
+    work_dir/train.log; progress lines are echoed prefixed with ``[name]``.
+
+    Returns:
+        float: The wall time in seconds.
+
+    Raises:
+        RuntimeError: If the training fails.
+    """
     os.makedirs(work_dir, exist_ok=True)
     cmd = [
         sys.executable,
@@ -118,13 +144,15 @@ def train(config: str, work_dir: str, options: list) -> None:
     ]
     if options:
         cmd += ['--cfg-options'] + options
-    print('$ ' + ' '.join(cmd), flush=True)
+    print(f'[{name}] $ ' + ' '.join(cmd), flush=True)
+    env = dict(os.environ, PYTHONUNBUFFERED='1')
+    env.setdefault('OMP_NUM_THREADS', str(threads))
     start = time.time()
     with open(osp.join(work_dir, 'train.log'), 'w') as log:
         proc = subprocess.Popen(
             cmd,
             cwd=REPO,
-            env=dict(os.environ, PYTHONUNBUFFERED='1'),
+            env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -132,10 +160,12 @@ def train(config: str, work_dir: str, options: list) -> None:
         for line in proc.stdout:
             log.write(line)
             if 'mmengine - INFO - Epoch' in line or 'Error' in line:
-                print('  ' + line.rstrip()[-160:], flush=True)
+                print(f'[{name}] ' + line.rstrip()[-150:], flush=True)
         if proc.wait():
-            sys.exit(f'{config} failed; see {work_dir}/train.log')
-    print(f'  done in {time.time() - start:.0f} s', flush=True)
+            raise RuntimeError(f'{config} failed; see {work_dir}/train.log')
+    seconds = time.time() - start
+    print(f'[{name}] done in {seconds:.0f} s', flush=True)
+    return seconds
 
 
 def write_reference_yamls(work_dir: str, target) -> dict:
@@ -175,7 +205,7 @@ def write_reference_yamls(work_dir: str, target) -> dict:
     return paths
 
 
-def evaluate(config: str, work_dir: str, subnet: str) -> dict:
+def evaluate(config: str, work_dir: str, subnet: str, data_dir: str) -> dict:
     """Test the last checkpoint of a retraining; FLOPs, params, top-1."""
     from mmengine.config import Config
     from mmengine.runner import Runner
@@ -185,6 +215,7 @@ def evaluate(config: str, work_dir: str, subnet: str) -> dict:
 
     cfg = Config.fromfile(osp.join(REPO, config))
     cfg.model.subnet = subnet
+    cfg.test_dataloader.dataset.data_root = data_dir
     cfg.work_dir = osp.join(work_dir, 'test')
     cfg.log_level = 'WARNING'
     cfg.load_from = osp.join(
@@ -208,11 +239,16 @@ def main() -> None:
     work_dir = osp.abspath(args.work_dir)
     os.makedirs(work_dir, exist_ok=True)
     start = time.time()
-    prepare_data()
+    data_dir = osp.abspath(args.data_dir)
+    prepare_data(data_dir)
+    jobs = max(1, args.jobs)
+    threads = max(1, (os.cpu_count() or 1) // jobs)
 
-    print('\n== 1/3 DMCP search ==', flush=True)
-    search_dir = osp.join(work_dir, 'search')
-    search_opts = []
+    data_opts = [
+        f'{loader}.dataset.data_root={data_dir}'
+        for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')
+    ]
+    search_opts = list(data_opts)
     if args.search_epochs:
         warmup = args.search_epochs // 2
         search_opts += [
@@ -222,18 +258,7 @@ def main() -> None:
         ]
     if args.target:
         search_opts.append(f'model.target_flops={args.target}')
-    train(SUPERNET, search_dir, search_opts)
-    dmcp_yaml = osp.join(work_dir, 'DMCP_SUBNET_IMAGENET.yaml')
-    shutil.copy(osp.join(search_dir, 'DMCP_SUBNET_IMAGENET.yaml'), dmcp_yaml)
-
-    yamls = dict(
-        dmcp=dmcp_yaml, **write_reference_yamls(work_dir, args.target)
-    )
-    print(
-        '\n== 2/3 retraining full, uniform and DMCP from scratch ==',
-        flush=True,
-    )
-    retrain_opts = []
+    retrain_opts = list(data_opts)
     if args.retrain_epochs:
         retrain_opts += [
             f'train_cfg.max_epochs={args.retrain_epochs}',
@@ -243,11 +268,53 @@ def main() -> None:
         retrain_opts.append(
             f'train_dataloader.dataset.indices={args.train_subset}'
         )
-    results = {}
-    for name in ('full', 'uniform', 'dmcp'):
-        run_dir = osp.join(work_dir, f'retrain_{name}')
-        train(SUBNET, run_dir, retrain_opts + [f'model.subnet={yamls[name]}'])
-        results[name] = evaluate(SUBNET, run_dir, yamls[name])
+
+    print(
+        f'\n== 1/3 DMCP search, and the full and uniform networks retrained '
+        f'from scratch ({jobs} at a time, {threads} thread(s) each) ==',
+        flush=True,
+    )
+    yamls = write_reference_yamls(work_dir, args.target)
+    yamls['dmcp'] = osp.join(work_dir, 'DMCP_SUBNET_IMAGENET.yaml')
+    seconds = {}
+
+    def retrain(name: str) -> None:
+        seconds[name] = train(
+            name,
+            SUBNET,
+            osp.join(work_dir, f'retrain_{name}'),
+            retrain_opts + [f'model.subnet={yamls[name]}'],
+            threads,
+        )
+
+    def search_then_retrain() -> None:
+        search_dir = osp.join(work_dir, 'search')
+        seconds['search'] = train(
+            'search', SUPERNET, search_dir, search_opts, threads
+        )
+        shutil.copy(
+            osp.join(search_dir, 'DMCP_SUBNET_IMAGENET.yaml'), yamls['dmcp']
+        )
+        print('\n== 2/3 the DMCP subnet retrained from scratch ==', flush=True)
+        retrain('dmcp')
+
+    try:
+        with ThreadPoolExecutor(jobs) as pool:
+            futures = [pool.submit(search_then_retrain)]
+            futures += [pool.submit(retrain, n) for n in ('full', 'uniform')]
+            for future in futures:
+                future.result()
+    except RuntimeError as e:
+        sys.exit(str(e))
+    results = {
+        name: evaluate(
+            SUBNET, osp.join(work_dir, f'retrain_{name}'), path, data_dir
+        )
+        for name, path in yamls.items()
+    }
+    for name, value in results.items():
+        value['train_seconds'] = round(seconds[name])
+    results['search'] = dict(train_seconds=round(seconds['search']))
 
     print('\n== 3/3 results ==', flush=True)
     table = format_table(results)
