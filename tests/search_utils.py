@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Union
 
-from tests.utils import REPO_ROOT, make_tiny_imagefolder
+from tests.utils import REPO_ROOT, failure_excerpt, make_tiny_imagefolder
 
 RESNET18_SUPERNET = (
     REPO_ROOT
@@ -174,6 +174,6 @@ def run_tool(
     if proc.returncode != 0:
         raise AssertionError(
             f'{" ".join(map(str, args))} failed ({proc.returncode}):\n'
-            f'{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}'
+            f'{failure_excerpt(proc.stdout + proc.stderr, 6000)}'
         )
     return proc

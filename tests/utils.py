@@ -95,3 +95,32 @@ def tiny_cfg_options(
             f'{loader}_dataloader.num_workers=0',
         ]
     return opts + list(extra or [])
+
+
+def failure_excerpt(output: str, tail: int = 3000) -> str:
+    """What to show when a subprocess failed: the text around the first
+    sign of a child's death (a Python traceback, a C++ ``terminate`` or an
+    abort), which torchrun's own traceback pushes out of a plain tail, then
+    the tail.
+
+    Args:
+        output (str): The process's merged output.
+        tail (int): Characters of the tail to keep. Defaults to 3000.
+
+    Returns:
+        str: The excerpt.
+    """
+    marks = [
+        i
+        for i in (
+            output.find('Traceback (most recent call last)'),
+            output.find('terminate called'),
+            output.find('Fatal Python error'),
+        )
+        if i >= 0
+    ]
+    head = ''
+    if marks and min(marks) < len(output) - tail:
+        start = max(0, min(marks) - 2000)
+        head = output[start : min(marks) + 2000] + '\n[...]\n'
+    return head + output[-tail:]

@@ -126,24 +126,24 @@ def export(cfg: Config, checkpoint: str, out: str) -> dict:
     from mmengine.runner import load_checkpoint
 
     import projects.dmcp  # noqa: F401  (registers DMCP's classes)
+    from projects.dmcp.model_config import read_model_config
     from projects.dmcp.models import (
         count_flops,
         count_params,
         load_subnet,
         tensor_forward,
     )
-    from projects.dmcp.models.subnet import DEFAULT_SUBNET
     from projects.dmcp.registry import MODELS
 
-    model_cfg = copy.deepcopy(cfg.model)
-    kind = str(model_cfg.get('type', '')).split('.')[-1]
-    if kind != 'DMCPSubnet':
+    spec = read_model_config(cfg)
+    if spec.kind != 'DMCPSubnet':
         raise ValueError(
-            f'{cfg.filename}: model.type is {model_cfg.get("type")!r}; '
+            f'{cfg.filename}: model.type is {cfg.model.get("type")!r}; '
             "export_subnet.py needs a subnet config (type='mmrazor."
             "DMCPSubnet')"
         )
-    model_cfg.setdefault('subnet', DEFAULT_SUBNET)
+    model_cfg = copy.deepcopy(cfg.model)
+    model_cfg.subnet = spec.subnet
     if cfg.get('data_preprocessor') is not None:
         model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
@@ -152,9 +152,7 @@ def export(cfg: Config, checkpoint: str, out: str) -> dict:
     model.eval()
     subnet = load_subnet(model_cfg.subnet)
     input_shape = tuple(
-        model_cfg.get('input_shape')
-        or subnet['meta'].get('input_shape')
-        or (3, 224, 224)
+        spec.input_shape or subnet['meta'].get('input_shape') or (3, 224, 224)
     )
     info = dict(
         channels=subnet['channels'],

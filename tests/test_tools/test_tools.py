@@ -15,7 +15,12 @@ from typing import Dict, List, Optional
 import pytest
 import torch
 
-from tests.utils import REPO_ROOT, TINY_CONFIG, tiny_cfg_options
+from tests.utils import (
+    REPO_ROOT,
+    TINY_CONFIG,
+    failure_excerpt,
+    tiny_cfg_options,
+)
 
 TOOLS = REPO_ROOT / 'tools'
 
@@ -77,7 +82,7 @@ def trained(tiny_data_root: Path, tmp_path_factory: pytest.TempPathFactory):
         + tiny_cfg_options(tiny_data_root),
         cwd=cwd,
     )
-    assert result.returncode == 0, result.stdout[-3000:]
+    assert result.returncode == 0, failure_excerpt(result.stdout)
     return cwd, result.stdout
 
 
@@ -105,10 +110,10 @@ def test_test_evaluates_checkpoint(
         + tiny_cfg_options(tiny_data_root),
         cwd=tmp_path,
     )
-    assert result.returncode == 0, result.stdout[-3000:]
+    assert result.returncode == 0, failure_excerpt(result.stdout)
     assert re.search(r'Load checkpoint from .*iter_2\.pth', result.stdout)
     match = re.search(r'Iter\(test\).*accuracy/top1: ([0-9.]+)', result.stdout)
-    assert match, result.stdout[-3000:]
+    assert match, failure_excerpt(result.stdout)
     assert 0.0 <= float(match.group(1)) <= 100.0
 
 
@@ -234,7 +239,7 @@ def test_dist_train_and_test_two_cpu_processes(
         cwd=tmp_path,
         env={'PORT': str(_free_port())},
     )
-    assert result.returncode == 0, result.stdout[-3000:]
+    assert result.returncode == 0, failure_excerpt(result.stdout)
     assert (work_dir / 'iter_2.pth').is_file()
     log = next(work_dir.glob('*/*.log')).read_text()
     assert 'Distributed training: True' in log
@@ -250,7 +255,7 @@ def test_dist_train_and_test_two_cpu_processes(
         cwd=tmp_path,
         env={'PORT': str(_free_port())},
     )
-    assert result.returncode == 0, result.stdout[-3000:]
+    assert result.returncode == 0, failure_excerpt(result.stdout)
     assert re.search(r'Iter\(test\).*accuracy/top1', result.stdout)
 
 

@@ -34,7 +34,6 @@ from projects.dmcp import compat  # noqa: E402
 compat.apply_all()
 
 import argparse  # noqa: E402
-import copy  # noqa: E402
 import json  # noqa: E402
 from typing import List, Optional  # noqa: E402
 
@@ -84,11 +83,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return args
 
 
-def _kind(model_cfg) -> str:
-    t = model_cfg.get('type', '')
-    return t.split('.')[-1] if isinstance(t, str) else t.__name__
-
-
 def count(cfg: Config, subnet: Optional[str] = None, shape=None) -> dict:
     """Build the model a config describes and count it.
 
@@ -103,6 +97,7 @@ def count(cfg: Config, subnet: Optional[str] = None, shape=None) -> dict:
         yaml counted, or None).
     """
     import projects.dmcp  # noqa: F401  (registers DMCP's classes)
+    from projects.dmcp.model_config import read_model_config
     from projects.dmcp.models import (
         build_subnet,
         count_flops,
@@ -112,28 +107,9 @@ def count(cfg: Config, subnet: Optional[str] = None, shape=None) -> dict:
     )
     from projects.dmcp.registry import MODELS
 
-    model_cfg = copy.deepcopy(cfg.model)
-    kind = _kind(model_cfg)
-    cfg_shape, units = None, None
-    if kind == 'DMCP':
-        arch = model_cfg['architecture']
-        cfg_shape = model_cfg.get('input_shape')
-        units = (model_cfg.get('mutator') or {}).get('units')
-    elif kind == 'DMCPSubnet':
-        arch = model_cfg['architecture']
-        cfg_shape = model_cfg.get('input_shape')
-        units = model_cfg.get('units')
-        subnet = subnet or model_cfg.get('subnet')
-        if subnet is None:
-            from projects.dmcp.models import DEFAULT_SUBNET
-
-            subnet = DEFAULT_SUBNET
-    else:
-        arch = model_cfg
-    arch = copy.deepcopy(dict(arch))
-    if cfg.get('data_preprocessor') is not None:
-        arch.setdefault('data_preprocessor', cfg.data_preprocessor)
-    arch.setdefault('_scope_', cfg.get('default_scope', 'mmpretrain'))
+    spec = read_model_config(cfg)
+    subnet = subnet or spec.subnet
+    cfg_shape, units, arch = spec.input_shape, spec.units, spec.architecture
 
     meta_shape = None
     if subnet is not None:

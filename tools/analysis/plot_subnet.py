@@ -27,7 +27,6 @@ from projects.dmcp import compat  # noqa: E402
 compat.apply_all()
 
 import argparse  # noqa: E402
-import copy  # noqa: E402
 import warnings  # noqa: E402
 from typing import Dict, List, Optional, Sequence  # noqa: E402
 
@@ -93,17 +92,13 @@ def full_channels(
         dict[str, int]: Layer name -> channels, for the layers found.
     """
     import projects.dmcp  # noqa: F401  (registers DMCP's classes)
+    from projects.dmcp.model_config import read_model_config
     from projects.dmcp.registry import MODELS
 
     cfg = Config.fromfile(config)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
-    model_cfg = copy.deepcopy(cfg.model)
-    kind = str(model_cfg.get('type', '')).split('.')[-1]
-    if kind in ('DMCP', 'DMCPSubnet'):
-        model_cfg = model_cfg['architecture']
-    arch = copy.deepcopy(dict(model_cfg))
-    arch.setdefault('_scope_', cfg.get('default_scope', 'mmpretrain'))
+    arch = read_model_config(cfg).architecture
     modules = dict(MODELS.build(arch).named_modules())
     out = {}
     for name in layers:
