@@ -241,6 +241,33 @@ def add_flops_and_params(results: list) -> None:
                 r[name]['flops'], r[name]['params'] = cache[path]
 
 
+def add_width_ratios(results: list, full_yaml: str) -> None:
+    """Retained / full channels of every layer of each DMCP subnet: how far
+    the search told the layers apart (a uniform network has one ratio)."""
+    import yaml
+
+    full = yaml.safe_load(open(full_yaml))['channels']
+    for r in results:
+        channels = yaml.safe_load(open(r['yamls']['dmcp']))['channels']
+        ratios = [channels[k] / full[k] for k in channels]
+        r['dmcp']['width_ratio_min'] = min(ratios)
+        r['dmcp']['width_ratio_max'] = max(ratios)
+
+
+def alpha_optimizer(config: str) -> str:
+    """The search config's alpha optimizer, in words."""
+    from mmengine.config import Config
+
+    wrapper = Config.fromfile(config).optim_wrapper.mutator
+    opt = dict(wrapper.optimizer)
+    text = (
+        f'{opt.pop("type")}({", ".join(f"{k}={v}" for k, v in opt.items())})'
+    )
+    if wrapper.get('clip_grad'):
+        text += f', clip_grad={dict(wrapper.clip_grad)}'
+    return text
+
+
 def summarise(results: list, budgets: list) -> dict:
     summary = {}
     for b in budgets:
@@ -256,6 +283,12 @@ def summarise(results: list, budgets: list) -> dict:
                 flops=[r[name]['flops'] for r in rows],
                 params=[r[name]['params'] for r in rows],
             )
+        entry['dmcp']['width_ratio_min'] = min(
+            r['dmcp']['width_ratio_min'] for r in rows
+        )
+        entry['dmcp']['width_ratio_max'] = max(
+            r['dmcp']['width_ratio_max'] for r in rows
+        )
         entry['searches_in_band'] = sum(r['in_band'] for r in rows)
         entry['searches'] = len(rows)
         entry['expected_flops'] = [r['expected_flops'] for r in rows]
@@ -277,11 +310,12 @@ def table(summary: dict, args: argparse.Namespace, minutes: float) -> str:
         f'warmup) on {args.search_subset} training images; retraining: '
         f'{args.retrain_epochs} epochs on {args.retrain_subset} images, the '
         f'same schedule and seed for both; top-1 on the 10,000 test images; '
-        f'seeds {args.seeds}.',
+        f'seeds {args.seeds}. Search config `{args.supernet}`, alpha '
+        f'optimizer `{alpha_optimizer(args.supernet)}`.',
         '',
         '| budget | target | network | FLOPs | top-1 mean | top-1 min..max '
-        '| final E[FLOPs] in [0.99T, T] |',
-        '| --- | ---: | --- | ---: | ---: | ---: | --- |',
+        '| final E[FLOPs] in [0.99T, T] | retained/full widths |',
+        '| --- | ---: | --- | ---: | ---: | ---: | --- | --- |',
     ]
     for b, e in summary.items():
         for name, label in (
@@ -291,15 +325,17 @@ def table(summary: dict, args: argparse.Namespace, minutes: float) -> str:
         ):
             s = e[name]
             flops = sum(s['flops']) / len(s['flops'])
-            band = (
-                f'{e["searches_in_band"]}/{e["searches"]} searches'
-                if name == 'dmcp'
-                else ''
-            )
+            band = widths = ''
+            if name == 'dmcp':
+                band = f'{e["searches_in_band"]}/{e["searches"]} searches'
+                widths = (
+                    f'{s["width_ratio_min"]:.2f}..{s["width_ratio_max"]:.2f}'
+                )
             lines.append(
                 f'| {float(b):.0%} | {e["target"] / 1e6:.2f}M | {label} | '
                 f'{flops / 1e6:.2f}M | {s["top1_mean"]:.2f} | '
-                f'{s["top1_min"]:.2f}..{s["top1_max"]:.2f} | {band} |'
+                f'{s["top1_min"]:.2f}..{s["top1_max"]:.2f} | {band} | '
+                f'{widths} |'
             )
     return '\n'.join(lines)
 
@@ -330,6 +366,7 @@ def main() -> None:
         matched_uniform_yamls(args, results)
         list(pool.map(lambda r: retrain_matched(args, r), results))
     add_flops_and_params(results)
+    add_width_ratios(results, full)
     summary = summarise(results, args.budgets)
     text = table(summary, args, (time.time() - start) / 60)
     print(text)

@@ -92,7 +92,7 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def prepare_data(data_dir: str) -> None:
+def prepare_data(data_dir: str = DATA_DIR) -> None:
     """Extract Debian's Fashion-MNIST idx files into ``data_dir``."""
     if all(osp.exists(osp.join(data_dir, f)) for f in IDX_FILES):
         return
