@@ -1,0 +1,65 @@
+"""The shipped configs: each subnet config retrains the architecture its
+search config searched, with a schedule that spans its epochs."""
+
+import pytest
+from mmengine.config import Config
+
+from tests.utils import REPO_ROOT
+
+CONFIGS = REPO_ROOT / 'configs' / 'pruning' / 'dmcp'
+PAIRS = {
+    'resnet18': (
+        'resnet18_supernet_8xb64_in1k',
+        'resnet18_subnet_32xb64_in1k',
+    ),
+    'resnet50': (
+        'resnet50_supernet_8xb64_in1k',
+        'resnet50_subnet_32xb64_in1k',
+    ),
+    'mbv2_1.5x': (
+        'mobilenet-v2-1.5x_supernet_8xb64_in1k',
+        'mobilenet-v2-1.5x_subnet_32xb64_in1k',
+    ),
+    'fashion-mnist': (
+        'resnet18-cifar-w16_supernet_fashion-mnist',
+        'resnet18-cifar-w16_subnet_fashion-mnist',
+    ),
+}
+
+
+def load(stem: str) -> Config:
+    return Config.fromfile(str(CONFIGS / f'dmcp_{stem}.py'))
+
+
+@pytest.mark.parametrize('name', PAIRS)
+def test_subnet_config_matches_its_search(name: str) -> None:
+    supernet, subnet = (load(stem) for stem in PAIRS[name])
+    assert supernet.model.type == 'mmrazor.DMCP'
+    assert subnet.model.type == 'mmrazor.DMCPSubnet'
+    assert subnet.model.architecture == supernet.model.architecture
+    if name != 'fashion-mnist':  # the demo retrains with its own decay
+        # the architecture's weight decay, as in its search
+        assert (
+            subnet.optim_wrapper.optimizer.weight_decay
+            == supernet.optim_wrapper.architecture.optimizer.weight_decay
+        )
+    epochs = subnet.train_cfg.max_epochs
+    warmup, cosine = subnet.param_scheduler
+    assert (warmup.type, warmup.begin, warmup.end) == ('LinearLR', 0, 1)
+    assert cosine.type == 'CosineAnnealingLR'
+    assert (cosine.begin, cosine.end, cosine.T_max) == (1, epochs, epochs - 1)
+    assert subnet.custom_hooks == []
+
+
+@pytest.mark.parametrize(
+    'name, epochs', [('resnet18', 100), ('resnet50', 100), ('mbv2_1.5x', 250)]
+)
+def test_imagenet_subnet_recipe(name: str, epochs: int) -> None:
+    """Section 4.1: lr 0.2 -> 0.8 in the first epoch, batch 2048."""
+    cfg = load(PAIRS[name][1])
+    assert cfg.train_cfg.max_epochs == epochs
+    assert cfg.optim_wrapper.optimizer.lr * cfg.param_scheduler[
+        0
+    ].start_factor == (pytest.approx(0.2))
+    assert cfg.optim_wrapper.optimizer.lr == pytest.approx(0.8)
+    assert cfg.auto_scale_lr.base_batch_size == 2048
