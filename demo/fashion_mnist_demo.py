@@ -160,7 +160,10 @@ def train(
         for line in proc.stdout:
             log.write(line)
             if 'mmengine - INFO - Epoch' in line or 'Error' in line:
-                print(f'[{name}] ' + line.rstrip()[-150:], flush=True)
+                msg = line.rstrip().split(' - INFO - ')[-1]
+                if len(msg) > 150:  # the search's lines: start and end
+                    msg = msg[:90] + ' ... ' + msg[-55:]
+                print(f'[{name}] {msg}', flush=True)
         if proc.wait():
             raise RuntimeError(f'{config} failed; see {work_dir}/train.log')
     seconds = time.time() - start
