@@ -60,7 +60,7 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     parser.add_argument('--search-epochs', type=int, default=6)
-    parser.add_argument('--search-subset', type=int, default=5000)
+    parser.add_argument('--search-subset', type=int, default=20000)
     parser.add_argument('--retrain-epochs', type=int, default=3)
     parser.add_argument('--retrain-subset', type=int, default=15000)
     parser.add_argument(

@@ -4,8 +4,11 @@
 # data/fashion-mnist (`make demo` does that from Debian's
 # dataset-fashion-mnist). The supernet is mmpretrain's ResNet_CIFAR (3x3
 # stem, no max-pool) at depth 18 with a quarter of the usual width (16-128
-# channels) and one input channel. The search runs on a 8,000-image subset
-# for 6 epochs, 3 of them warmup; the target is about half the full FLOPs.
+# channels) and one input channel. The search runs on a 20,000-image subset
+# for 6 epochs, 3 of them warmup (about 470 architecture steps; with 5,000
+# images the searched subnets trailed the uniform network at 50% FLOPs, see
+# benchmarks/results/search_quality.md); the target is about half the full
+# FLOPs.
 _base_ = './dmcp_resnet18_supernet_8xb64_in1k.py'
 
 data_root = 'data/fashion-mnist'
@@ -61,7 +64,7 @@ train_dataloader = dict(
         data_root=data_root,
         split='train',
         download=False,
-        indices=8000,
+        indices=20000,
         pipeline=train_pipeline,
     ),
     sampler=dict(type='DefaultSampler', shuffle=True),
