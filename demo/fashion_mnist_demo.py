@@ -6,8 +6,8 @@
    ``FashionMNIST`` dataset.
 2. DMCP search (``tools/train.py`` on
    ``configs/pruning/dmcp/dmcp_resnet18-cifar-w16_supernet_fashion-mnist.py``)
-   at half the full network's FLOPs -> ``DMCP_SUBNET_IMAGENET.yaml`` (Expected
-   Sampling).
+   at a quarter of the full network's FLOPs -> ``DMCP_SUBNET_IMAGENET.yaml``
+   (Expected Sampling).
 3. The uniform-width network with the most FLOPs not above the same target,
    and the full network, written as yamls of the same format.
 4. The three retrained from scratch with one schedule (``tools/train.py`` on
@@ -80,7 +80,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         '--target',
         default=None,
-        help='target FLOPs (default: the config, 14M)',
+        help='target FLOPs (default: the config, 7M)',
     )
     parser.add_argument(
         '--jobs',
