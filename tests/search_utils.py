@@ -131,15 +131,6 @@ def tiny_config(
     return cfg
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
 def run_tool(
     args: List[str], env: Optional[Dict[str, str]] = None, timeout: float = 600
 ) -> subprocess.CompletedProcess:

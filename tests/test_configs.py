@@ -4,9 +4,9 @@ search config searched, with a schedule that spans its epochs."""
 import pytest
 from mmengine.config import Config
 
-from tests.utils import REPO_ROOT
+from tests.utils import DMCP_CONFIGS
 
-CONFIGS = REPO_ROOT / 'configs' / 'pruning' / 'dmcp'
+CONFIGS = DMCP_CONFIGS
 PAIRS = {
     'resnet18': (
         'resnet18_supernet_8xb64_in1k',

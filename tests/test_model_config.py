@@ -5,9 +5,9 @@ from mmengine.config import Config
 
 from projects.dmcp.model_config import model_kind, read_model_config
 from projects.dmcp.models.subnet import DEFAULT_SUBNET
-from tests.utils import REPO_ROOT
+from tests.utils import DMCP_CONFIGS
 
-CONFIGS = REPO_ROOT / 'configs' / 'pruning' / 'dmcp'
+CONFIGS = DMCP_CONFIGS
 
 
 @pytest.mark.parametrize(

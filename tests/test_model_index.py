@@ -13,9 +13,9 @@ from projects.dmcp.models import (
     tensor_forward,
 )
 from projects.dmcp.registry import MODELS
-from tests.utils import REPO_ROOT
+from tests.utils import DMCP_CONFIGS, REPO_ROOT
 
-METAFILE = REPO_ROOT / 'configs' / 'pruning' / 'dmcp' / 'metafile.yml'
+METAFILE = DMCP_CONFIGS / 'metafile.yml'
 DEMO = 'dmcp_resnet18-cifar-w16_subnet_fashion-mnist'
 
 

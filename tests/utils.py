@@ -18,6 +18,7 @@ from PIL import Image
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TEST_DATA = REPO_ROOT / 'tests' / 'data'
 TINY_CONFIG = TEST_DATA / 'configs' / 'tiny_resnet18.py'
+DMCP_CONFIGS = REPO_ROOT / 'configs' / 'pruning' / 'dmcp'
 
 
 def make_tiny_imagefolder(
@@ -124,3 +125,12 @@ def failure_excerpt(output: str, tail: int = 3000) -> str:
         start = max(0, min(marks) - 2000)
         head = output[start : min(marks) + 2000] + '\n[...]\n'
     return head + output[-tail:]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]

@@ -17,12 +17,11 @@ from mmengine.runner import load_checkpoint
 from projects.dmcp.registry import MODELS
 from tests.search_utils import (
     RESNET18_SUPERNET,
-    free_port,
     make_tiny_imagenet,
     run_tool,
     tiny_search_options,
 )
-from tests.utils import REPO_ROOT
+from tests.utils import REPO_ROOT, free_port
 
 R18_SUBNET = (
     REPO_ROOT

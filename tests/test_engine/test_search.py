@@ -9,12 +9,11 @@ import yaml
 
 from tests.search_utils import (
     RESNET18_SUPERNET,
-    free_port,
     make_tiny_imagenet,
     run_tool,
     tiny_search_options,
 )
-from tests.utils import TEST_DATA
+from tests.utils import TEST_DATA, free_port
 
 
 @pytest.fixture(scope='module')

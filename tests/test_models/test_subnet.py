@@ -25,9 +25,9 @@ from projects.dmcp.models import (
 )
 from projects.dmcp.models.layers import DYNAMIC_LAYERS
 from projects.dmcp.registry import MODELS
-from tests.utils import REPO_ROOT
+from tests.utils import DMCP_CONFIGS
 
-CONFIGS = REPO_ROOT / 'configs' / 'pruning' / 'dmcp'
+CONFIGS = DMCP_CONFIGS
 SUPERNETS = {
     'resnet18': 'dmcp_resnet18_supernet_8xb64_in1k.py',
     'resnet50': 'dmcp_resnet50_supernet_8xb64_in1k.py',

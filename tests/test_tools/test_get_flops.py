@@ -12,10 +12,10 @@ from projects.dmcp.models import DMCPChannelMutator, dump_subnet
 from projects.dmcp.models.algorithm import tensor_forward
 from projects.dmcp.registry import MODELS
 from tests.search_utils import run_tool
-from tests.utils import REPO_ROOT
+from tests.utils import DMCP_CONFIGS, REPO_ROOT
 
 TOOL = REPO_ROOT / 'tools' / 'analysis' / 'get_flops.py'
-CONFIGS = REPO_ROOT / 'configs' / 'pruning' / 'dmcp'
+CONFIGS = DMCP_CONFIGS
 R50 = CONFIGS / 'dmcp_resnet50_supernet_8xb64_in1k.py'
 R18 = CONFIGS / 'dmcp_resnet18_supernet_8xb64_in1k.py'
 R18_SUBNET = CONFIGS / 'dmcp_resnet18_subnet_32xb64_in1k.py'

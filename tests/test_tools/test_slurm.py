@@ -10,7 +10,6 @@ iteration that both ranks hold the same alpha and weights.
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ from tests.search_utils import (
     run_tool,
     tiny_search_options,
 )
-from tests.utils import REPO_ROOT, TEST_DATA
+from tests.utils import REPO_ROOT, TEST_DATA, free_port
 
 CLUSTER = REPO_ROOT / '.ci' / 'slurm_cluster.sh'
 PARTITION = os.environ.get('SLURM_CI_PARTITION', 'debug')
@@ -59,12 +58,6 @@ def _cluster(
         capture_output=True,
         timeout=timeout,
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope='module')
@@ -113,7 +106,7 @@ def test_slurm_train_runs_ddp_search(slurm_conf: str, tmp_path: Path) -> None:
             'GPUS': '2',
             'GPUS_PER_NODE': '0',
             'CPUS_PER_TASK': '1',
-            'PORT': str(_free_port()),
+            'PORT': str(free_port()),
             'SRUN_ARGS': '--time=10',  # minutes: a hung job cannot linger
         },
         timeout=600,

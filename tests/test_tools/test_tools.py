@@ -5,7 +5,6 @@ import argparse
 import importlib.util
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ from tests.utils import (
     REPO_ROOT,
     TINY_CONFIG,
     failure_excerpt,
+    free_port,
     tiny_cfg_options,
 )
 
@@ -53,12 +53,6 @@ def _run(
         text=True,
         timeout=timeout,
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
 
 
 def _load_tool(name: str) -> ModuleType:
@@ -237,7 +231,7 @@ def test_dist_train_and_test_two_cpu_processes(
         + ['--work-dir', str(work_dir), '--cfg-options']
         + opts,
         cwd=tmp_path,
-        env={'PORT': str(_free_port())},
+        env={'PORT': str(free_port())},
     )
     assert result.returncode == 0, failure_excerpt(result.stdout)
     assert (work_dir / 'iter_2.pth').is_file()
@@ -253,7 +247,7 @@ def test_dist_train_and_test_two_cpu_processes(
         + ['2', '--work-dir', str(tmp_path / 'dist_test'), '--cfg-options']
         + opts,
         cwd=tmp_path,
-        env={'PORT': str(_free_port())},
+        env={'PORT': str(free_port())},
     )
     assert result.returncode == 0, failure_excerpt(result.stdout)
     assert re.search(r'Iter\(test\).*accuracy/top1', result.stdout)
