@@ -1,6 +1,7 @@
 """The model zoo: model-index.yml and configs/pruning/dmcp/metafile.yml
 parse with modelindex (what mim reads), name configs that exist, and state
-what the configs build; TODO markers stand only in the demo's placeholder."""
+what the configs build; the demo's entry is the shipped subnet, no
+placeholder is left."""
 
 import pytest
 from mmengine.config import Config
@@ -82,7 +83,7 @@ def test_flops_and_params_are_what_the_configs_build(models, net):
     )
 
 
-def test_demo_placeholder_and_its_todos(models):
+def test_demo_entry_metadata_and_no_todos(models):
     demo = models[DEMO]
     cfg = Config.fromfile(str(REPO_ROOT / demo.config))
     meta = demo.metadata.data
