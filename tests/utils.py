@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import List, Optional, Union
 
 import numpy as np
+import torch
 from PIL import Image
+from torch.overrides import TorchFunctionMode
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TEST_DATA = REPO_ROOT / 'tests' / 'data'
@@ -134,3 +136,66 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(('127.0.0.1', 0))
         return sock.getsockname()[1]
+
+
+class CudaDeviceRules(TorchFunctionMode):
+    """Enforce, on a CPU-only machine, the device rules a CUDA run enforces.
+
+    Inside the mode:
+
+    * a random function given a ``generator`` (``torch.rand``, ``randint``,
+      ``randn``, ``randperm``, ``multinomial``, ``bernoulli``, the in-place
+      ``uniform_``/``normal_``/...) must fill a tensor on the generator's
+      device type: CUDA refuses a CPU generator for a CUDA tensor ("Expected
+      a 'cuda' device type for generator but found 'cpu'");
+    * an operation may not mix a tensor on another device (``meta`` in the
+      tests) with a CPU tensor of one or more dimensions, as CUDA refuses
+      them; CPU scalars (0-dim), device moves (``to``, ``copy_``, ``cpu``)
+      and indexing with CPU indices stay allowed, as on CUDA.
+
+    Put the model on the ``meta`` device to make "another device": a tensor
+    left on the CPU then meets a meta one and fails here, and a host sync
+    (``.item()``, ``float()``, ``.tolist()``) fails on its own.
+    """
+
+    _MOVES = {'to', 'copy_', 'cpu', 'cuda', '__getitem__', '__setitem__'}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        generator = kwargs.get('generator')
+        tensors = [
+            t
+            for t in _flat(list(args) + list(kwargs.values()))
+            if isinstance(t, torch.Tensor)
+        ]
+        if generator is not None:
+            target = kwargs.get('device')
+            if target is None:
+                target = tensors[0].device if tensors else 'cpu'
+            target = torch.device(target)
+            if generator.device.type != target.type:
+                raise RuntimeError(
+                    f"Expected a '{target.type}' device type for generator "
+                    f"but found '{generator.device.type}' (in "
+                    f'{getattr(func, "__name__", func)})'
+                )
+        if getattr(func, '__name__', '') not in self._MOVES:
+            devices = {t.device.type for t in tensors}
+            if len(devices - {'cpu'}) and any(
+                t.device.type == 'cpu' and t.dim() > 0 for t in tensors
+            ):
+                raise RuntimeError(
+                    f'{getattr(func, "__name__", func)} mixes a CPU tensor '
+                    f'with one on {sorted(devices - {"cpu"})}'
+                )
+        return func(*args, **kwargs)
+
+
+def _flat(items: list) -> list:
+    out = []
+    for item in items:
+        if isinstance(item, (list, tuple)):
+            out += _flat(list(item))
+        else:
+            out.append(item)
+    return out

@@ -78,7 +78,13 @@ def test_arch_step_moves_alpha_not_weights_and_keeps_bn_stats():
     stats0 = [b.detach().clone() for b in algo.architecture.buffers()]
     alpha0 = algo.mutator.alphas().detach().clone()
     data = algo.data_preprocessor(make_batch(), True)
-    log = algo._arch_step(data, optim['mutator'])
+    checks = []
+    log = algo._arch_step(data, optim['mutator'], checks)
+    assert [what for what, _ in checks] == [
+        'the task loss of the architecture step',
+        'the budget loss (loss_reg)',
+        'alpha after the update',
+    ]
     assert not torch.equal(algo.mutator.alphas(), alpha0)
     for p, before in zip(algo.architecture.parameters(), w0):
         assert p.grad is None  # no weight gradient computed at all

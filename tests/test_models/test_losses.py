@@ -31,13 +31,34 @@ def test_zero_inside_margin(ratio):
 
 
 @pytest.mark.parametrize('ratio', [1.5, 1.0001, 0.98, 0.2])
-def test_log_distance_outside_margin(ratio):
+def test_paper_mode_is_log_distance_outside_margin(ratio):
     e = flops(ratio * T)
-    loss = budget_loss(e, T, gamma=0.99)
+    loss = budget_loss(e, T, gamma=0.99, mode='paper')
     assert loss.item() == pytest.approx(math.log(abs(ratio * T - T)))
     loss.backward()
     # d log|E - T| / dE = 1 / (E - T)
     assert e.grad.item() == pytest.approx(1.0 / (ratio * T - T))
+
+
+@pytest.mark.parametrize('ratio', [1.5, 1.0001, 0.98, 0.2])
+def test_bounded_mode_measures_above_target_from_gamma_t(ratio):
+    """Below the band as the paper; above it log(E - gamma*T) (official
+    code), so the gradient is at most 1 / ((1 - gamma) * T) on both sides."""
+    gamma = 0.99
+    e = flops(ratio * T)
+    loss = budget_loss(e, T, gamma=gamma)
+    pole = gamma * T if ratio > 1 else T
+    assert loss.item() == pytest.approx(math.log(abs(ratio * T - pole)))
+    loss.backward()
+    assert e.grad.item() == pytest.approx(1.0 / (ratio * T - pole))
+    assert abs(e.grad.item()) <= 1.0 / ((1 - gamma) * T)
+
+
+def test_unknown_mode_names_the_key():
+    with pytest.raises(ValueError, match='model.budget_mode'):
+        budget_loss(flops(T), T, mode='log')
+    with pytest.raises(ValueError, match='model.budget_mode'):
+        DMCPBudgetLoss(target_flops=T, mode='l2')
 
 
 def test_gradient_pushes_expected_flops_toward_the_band():
@@ -76,7 +97,7 @@ def test_module_weights_the_loss_and_is_registered():
     )
     assert isinstance(module, DMCPBudgetLoss)
     e = flops(2 * T)
-    assert module(e).item() == pytest.approx(0.3 * math.log(T))
+    assert module(e).item() == pytest.approx(0.3 * math.log(1.05 * T))
     assert module(flops(0.97 * T)).item() == 0.0
 
 
@@ -93,7 +114,7 @@ def test_module_accepts_gamma_in_unit_interval(gamma):
 
 @pytest.mark.parametrize('weight', [-0.1, float('inf'), float('nan')])
 def test_module_rejects_bad_loss_weight(weight):
-    with pytest.raises(ValueError, match='loss_weight'):
+    with pytest.raises(ValueError, match='lambda_reg'):
         DMCPBudgetLoss(target_flops=T, loss_weight=weight)
 
 

@@ -150,7 +150,7 @@ def main(argv: Optional[List[str]] = None) -> List[str]:
     with torch.no_grad():
         generator = torch.Generator().manual_seed(args.seed)
         rows = mutator.sample_direct_batch(args.num, generator)
-        flops = mutator.flops_table(rows.double()).numpy()
+        flops = mutator.flops_table(rows).cpu().numpy()
         choices, _ = expected_sampling(mutator, model.target_flops)
         expected_flops = mutator.subnet_flops(choices)
         unit_expected = dict(

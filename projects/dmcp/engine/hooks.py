@@ -216,7 +216,8 @@ def export_search_results(
     low, high = algo.gamma * algo.target_flops, algo.target_flops
     generator = torch.Generator().manual_seed(seed)
     rows = mutator.sample_direct_batch(max_direct_draws, generator)
-    all_flops = mutator.flops_table(rows.double()).round().long()
+    all_flops = mutator.flops_table(rows).round().long().cpu()
+    rows = rows.cpu()
     inside = ((all_flops >= low) & (all_flops <= high)).nonzero().flatten()
     kept = inside[:num_direct_samples].tolist()
     samples = [

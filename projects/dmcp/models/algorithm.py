@@ -1,7 +1,6 @@
 """The DMCP algorithm: one training step of the search (Section 3.2)."""
 
-import math
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from mmengine.dist import all_reduce_params, get_world_size
@@ -17,7 +16,7 @@ from .losses import DMCPBudgetLoss
 from .mutator import DMCPChannelMutator
 from .tracer import check_input_size
 
-__all__ = ['DMCP', 'all_reduce_grads', 'tensor_forward']
+__all__ = ['DMCP', 'all_reduce_grads', 'raise_if_not_finite', 'tensor_forward']
 
 WEIGHTS_KEY = 'architecture'
 ARCH_KEY = 'mutator'
@@ -56,13 +55,31 @@ def all_reduce_grads(params: Sequence[nn.Parameter]) -> None:
         all_reduce_params(grads, op='mean')
 
 
-def _check_finite(value: Union[Tensor, float], what: str) -> None:
-    v = value.detach() if isinstance(value, Tensor) else torch.tensor(value)
-    if not bool(torch.isfinite(v).all()):
-        raise FloatingPointError(
-            f'{what} is not finite ({v.flatten()[:8].tolist()}); the search '
-            'stopped before writing any subnet from it'
-        )
+def raise_if_not_finite(checks: Sequence[Tuple[str, Tensor]]) -> None:
+    """Stop the search if any checked tensor holds a NaN or an infinity.
+
+    The checks of a whole step are read in one host sync at its end (one
+    ``.tolist()``), not one ``float()`` per loss: on CUDA every read waits
+    for the device. A step that produced a non-finite value raises before
+    the runner's hooks run, so no checkpoint and no subnet is written from
+    it.
+
+    Args:
+        checks (Sequence[tuple[str, Tensor]]): What each tensor is (for the
+            message) and the tensor.
+    """
+    if not checks:
+        return
+    flags = torch.stack(
+        [torch.isfinite(t.detach()).all() for _, t in checks]
+    ).tolist()
+    for (what, value), ok in zip(checks, flags):
+        if not ok:
+            v = value.detach().flatten()[:8].tolist()
+            raise FloatingPointError(
+                f'{what} is not finite ({v}); the search stopped before '
+                'writing any subnet from it'
+            )
 
 
 @MODELS.register_module(name='DMCP', force=True)
@@ -104,6 +121,11 @@ class DMCP(BaseAlgorithm):
             ``(0, 1]``. Defaults to 0.99.
         lambda_reg (float): Weight of the budget loss (Eq. 15). Defaults to
             0.1.
+        budget_mode (str): Form of the budget loss: ``'bounded'``, whose
+            gradient is bounded on both sides of the band (the official
+            code's form), or ``'paper'``, Eq. 13's ``log|E - T|`` as
+            written (see :func:`~projects.dmcp.models.losses.budget_loss`).
+            Defaults to ``'bounded'``.
         num_direct_samples (int): Subnets drawn by Direct Sampling in each
             stage 1 (the sandwich rule's random subnets). Defaults to 2.
         seed (int, optional): Seed of the generator that draws subnets.
@@ -122,6 +144,7 @@ class DMCP(BaseAlgorithm):
         input_shape: Sequence[int] = (3, 224, 224),
         gamma: float = 0.99,
         lambda_reg: float = 0.1,
+        budget_mode: str = 'bounded',
         num_direct_samples: int = 2,
         seed: Optional[int] = None,
         data_preprocessor: Optional[Union[Dict, nn.Module]] = None,
@@ -191,21 +214,17 @@ class DMCP(BaseAlgorithm):
                 f'{format_flops(self.min_flops)} (min subnet) to '
                 f'{format_flops(self.full_flops)} (full network)'
             )
-        if not (_is_number(gamma) and 0 < gamma <= 1):
-            raise ValueError(f'model.gamma must lie in (0, 1], got {gamma!r}')
-        if not (_is_number(lambda_reg) and lambda_reg >= 0):
-            raise ValueError(
-                'model.lambda_reg must be a finite number >= 0, '
-                f'got {lambda_reg!r}'
-            )
-        self.budget = DMCPBudgetLoss(self.target_flops, gamma, lambda_reg)
+        self.budget = DMCPBudgetLoss(
+            self.target_flops, gamma, lambda_reg, budget_mode
+        )
         self.num_direct_samples = num_direct_samples
         if seed is None:
             seed = int(torch.randint(0, 2**62, ()).item())
         self.sampler = torch.Generator().manual_seed(int(seed))
-        # Figures of the last step, read by the FLOPs estimator hook.
+        # Figures of the last step, read by the FLOPs estimator hook:
+        # host ints, and E[FLOPs] as a tensor on the model's device.
         self.last_subnet_flops: Dict[str, int] = {}
-        self.last_expected_flops: Optional[float] = None
+        self.last_expected_flops: Optional[Tensor] = None
 
     @property
     def gamma(self) -> float:
@@ -232,32 +251,38 @@ class DMCP(BaseAlgorithm):
             dict[str, Tensor]: Losses to log.
         """
         weights_ow, arch_ow = self._split_optim_wrapper(optim_wrapper)
-        _check_finite(self.mutator.alphas(), 'alpha')
+        checks = [('alpha', self.mutator.alphas())]
         data = self.data_preprocessor(data, True)
-        log_vars = self._weight_step(data, weights_ow)
+        log_vars = self._weight_step(data, weights_ow, checks)
         if update_arch:
-            log_vars.update(self._arch_step(data, arch_ow))
+            log_vars.update(self._arch_step(data, arch_ow, checks))
+        raise_if_not_finite(checks)
         return log_vars
 
     def _weight_step(
-        self, data: dict, optim_wrapper: OptimWrapper
+        self, data: dict, optim_wrapper: OptimWrapper, checks: list
     ) -> Dict[str, Tensor]:
         """Stage 1: the variant sandwich rule, one optimizer step."""
-        plan = ['max', 'min'] + ['direct'] * self.num_direct_samples
+        rows = self.mutator.sample_direct_batch(
+            self.num_direct_samples, self.sampler
+        )
+        plan = [('max', 'max'), ('min', 'min')] + [
+            (f'direct{i}', choices)
+            for i, choices in enumerate(self.mutator.choices_from_rows(rows))
+        ]
         log_vars, total = {}, 0.0
         self.last_subnet_flops = {}
-        for i, mode in enumerate(plan):
-            tag = mode if mode != 'direct' else f'direct{i - 2}'
-            choices = self.mutator.set_subnet(mode, self.sampler)
+        for tag, subnet in plan:
+            choices = self.mutator.set_subnet(subnet)
             self.last_subnet_flops[tag] = self.mutator.subnet_flops(choices)
             with optim_wrapper.optim_context(self):
-                if mode == 'max':
+                if tag == 'max':
                     losses = self.architecture(**data, mode='loss')
                 else:
                     with self.mutator.frozen_norm_stats():
                         losses = self.architecture(**data, mode='loss')
             loss, parsed = self.parse_losses(losses)
-            _check_finite(loss, f'the task loss of the {tag} subnet')
+            checks.append((f'the task loss of the {tag} subnet', loss))
             optim_wrapper.backward(loss)
             log_vars[f'{tag}.loss'] = parsed['loss']
             total += parsed['loss']
@@ -269,7 +294,7 @@ class DMCP(BaseAlgorithm):
         return log_vars
 
     def _arch_step(
-        self, data: dict, optim_wrapper: OptimWrapper
+        self, data: dict, optim_wrapper: OptimWrapper, checks: list
     ) -> Dict[str, Tensor]:
         """Stage 2: Markov-scaled full network, alpha-only step (Eq. 15)."""
         alphas = self.mutator.arch_parameters()
@@ -282,14 +307,14 @@ class DMCP(BaseAlgorithm):
             expected = self.mutator.expected_flops()
             loss_reg = self.budget(expected).to(loss_cls.dtype)
             loss = loss_cls + loss_reg
-        _check_finite(loss_cls, 'the task loss of the architecture step')
-        _check_finite(loss_reg, 'the budget loss (loss_reg)')
+        checks.append(('the task loss of the architecture step', loss_cls))
+        checks.append(('the budget loss (loss_reg)', loss_reg))
         optim_wrapper.backward(loss, inputs=alphas)
         all_reduce_grads(alphas)
         optim_wrapper.step()
         optim_wrapper.zero_grad()
-        _check_finite(self.mutator.alphas(), 'alpha after the update')
-        self.last_expected_flops = float(expected.detach())
+        checks.append(('alpha after the update', self.mutator.alphas()))
+        self.last_expected_flops = expected.detach()
         return {
             'arch.loss_cls': loss_cls.detach(),
             'arch.loss_reg': loss_reg.detach(),
@@ -339,14 +364,6 @@ class DMCP(BaseAlgorithm):
             self.sampler.set_state(state_dict[key].cpu().to(torch.uint8))
             if key in unexpected_keys:
                 unexpected_keys.remove(key)
-
-
-def _is_number(value: Any) -> bool:
-    return (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-    )
 
 
 def _check_input_shape(input_shape: Sequence[int]) -> tuple:

@@ -14,6 +14,7 @@ of the model is needed once the shapes are known. Fed with expected channels
 channel counts it is the exact FLOPs of that subnet.
 """
 
+import math
 import re
 from typing import List, Sequence, Union
 
@@ -33,7 +34,7 @@ __all__ = [
 ]
 
 
-class FlopsTable:
+class FlopsTable(nn.Module):
     """Conv + linear MACs of a network as a function of its units' channels.
 
     Each layer contributes ``coef * c[in] * c[out]`` (Eq. 9-11), where ``c``
@@ -43,12 +44,18 @@ class FlopsTable:
     E(in)``, Eq. 10) the input factor is 1 and ``coef = k*k * H_out*W_out``
     times the channel multiplier.
 
+    The table is a module whose (non-persistent) buffers follow the model to
+    its device, so ``E(N_FLOPs)`` is computed where ``alpha`` lives, with no
+    copy and no host sync; :meth:`count` gives the exact FLOPs of integer
+    channel counts on the host, from a host copy of the same table.
+
     Args:
         trace (ChannelTrace): The traced layers and their channel nodes.
         units (Sequence[UnitSpec]): The prunable units, in mutator order.
     """
 
     def __init__(self, trace: ChannelTrace, units: Sequence[UnitSpec]) -> None:
+        super().__init__()
         index = {}
         for i, unit in enumerate(units):
             index[trace.find(trace.layer(unit.producers[0]).out_node)] = i
@@ -75,17 +82,27 @@ class FlopsTable:
             in_idx.append(i)
             out_idx.append(o)
         self.num_units = const
-        self.coef = torch.tensor(coefs, dtype=torch.float64)
-        self.in_idx = torch.tensor(in_idx, dtype=torch.long)
-        self.out_idx = torch.tensor(out_idx, dtype=torch.long)
+        self._host = (coefs, in_idx, out_idx)
+        self.register_buffer(
+            'coef', torch.tensor(coefs, dtype=torch.float64), persistent=False
+        )
+        self.register_buffer(
+            'in_idx', torch.tensor(in_idx, dtype=torch.long), persistent=False
+        )
+        self.register_buffer(
+            'out_idx',
+            torch.tensor(out_idx, dtype=torch.long),
+            persistent=False,
+        )
 
     def layer_flops(self, channels: Tensor) -> Tensor:
         """FLOPs of every layer (Eq. 9).
 
         Args:
-            channels (Tensor): Channels of each unit, shape ``(..., U)``:
-                expected channels (Eq. 8, differentiable) or integer counts;
-                leading dims are a batch of subnets.
+            channels (Tensor): Channels of each unit, shape ``(..., U)``, on
+                the table's device: expected channels (Eq. 8,
+                differentiable) or integer counts; leading dims are a batch
+                of subnets.
 
         Returns:
             Tensor: Float64 FLOPs per layer, shape ``(..., L)`` in
@@ -98,14 +115,9 @@ class FlopsTable:
             )
         c = channels.to(torch.float64)
         c = torch.cat([c, c.new_ones(c.shape[:-1] + (1,))], dim=-1)
-        dev = c.device
-        return (
-            self.coef.to(dev)
-            * c[..., self.in_idx.to(dev)]
-            * c[..., self.out_idx.to(dev)]
-        )
+        return self.coef * c[..., self.in_idx] * c[..., self.out_idx]
 
-    def __call__(self, channels: Tensor) -> Tensor:
+    def forward(self, channels: Tensor) -> Tensor:
         """Network FLOPs, Eq. 12: the sum over layers.
 
         Args:
@@ -116,6 +128,30 @@ class FlopsTable:
             differentiable w.r.t. ``channels``.
         """
         return self.layer_flops(channels).sum(dim=-1)
+
+    def count(self, channels: Sequence[float]) -> int:
+        """Exact FLOPs of one subnet, on the host (no device tensor read).
+
+        Args:
+            channels (Sequence[float]): Channels of each unit, in unit order.
+
+        Returns:
+            int: Conv + linear MACs, rounded.
+        """
+        if len(channels) != self.num_units:
+            raise ValueError(
+                f'expected {self.num_units} unit channel counts, '
+                f'got {len(channels)}'
+            )
+        c = [float(v) for v in channels] + [1.0]
+        coefs, in_idx, out_idx = self._host
+        return int(
+            round(
+                math.fsum(
+                    k * c[i] * c[o] for k, i, o in zip(coefs, in_idx, out_idx)
+                )
+            )
+        )
 
 
 class _MacCounter(TorchFunctionMode):

@@ -7,31 +7,65 @@ from torch import Tensor, nn
 
 from ..registry import MODELS
 
-__all__ = ['budget_loss', 'DMCPBudgetLoss']
+__all__ = ['BUDGET_MODES', 'budget_loss', 'DMCPBudgetLoss']
+
+
+BUDGET_MODES = ('bounded', 'paper')
 
 
 def budget_loss(
-    expected_flops: Tensor, target: float, gamma: float = 0.99
+    expected_flops: Tensor,
+    target: float,
+    gamma: float = 0.99,
+    mode: str = 'bounded',
 ) -> Tensor:
-    """Budget loss of Eq. 13 with the one-sided margin:
-    zero when ``gamma * T <= E <= T``, ``log(|E - T|)`` otherwise.
+    """Budget loss of Eq. 13 with the one-sided margin: zero when
+    ``gamma * T <= E <= T``, a log of the distance otherwise.
+
+    * ``'paper'``: ``log|E - T|`` on both sides, as Eq. 13 is written. Its
+      gradient ``1 / (E - T)`` has no bound just above ``T``: a step that
+      lands there is thrown far below the target.
+    * ``'bounded'`` (default): ``log(T - E)`` below the band and
+      ``log(E - gamma * T)`` above it, the form of the official code (github
+      Zx55/dmcp ``utils/loss_fn.py``, which measures above ``T`` from
+      ``0.95 T``). Both sides are at least ``(1 - gamma) * T`` from their
+      pole, so the gradient is at most ``1 / ((1 - gamma) * T)``.
+
+    Computed on the device of ``expected_flops`` without reading it on the
+    host (no sync).
 
     Args:
         expected_flops (Tensor): ``E(N_FLOPs)``, a differentiable scalar.
         target (float): Target FLOPs ``T`` (MACs).
         gamma (float): Tolerance ratio, in ``(0, 1]``. Defaults to 0.99.
+        mode (str): ``'bounded'`` or ``'paper'``. Defaults to
+            ``'bounded'``.
 
     Returns:
         Tensor: The loss, a scalar in the dtype of ``expected_flops``; zero
         (still attached to the graph) inside the margin.
     """
-    e = float(expected_flops.detach())
-    if gamma * target <= e <= target:
-        return expected_flops * 0.0
-    diff = (expected_flops - target).abs()
-    # |E - T| is at least (1 - gamma) * T outside the margin unless gamma == 1
-    # and E == T exactly (then the margin is hit): never log(0).
-    return torch.log(diff)
+    check_budget_mode(mode)
+    e = expected_flops
+    above, below = e > target, e < gamma * target
+    # Each branch is clamped to at least one MAC, so that the branch
+    # torch.where does not take never puts an inf into the gradient.
+    low = torch.log((target - e).clamp_min(1.0))
+    pole = target if mode == 'paper' else gamma * target
+    high = torch.log((e - pole).clamp_min(1.0))
+    return torch.where(above, high, torch.where(below, low, e * 0.0))
+
+
+def check_budget_mode(mode: str) -> None:
+    """Refuse an unknown budget loss mode in one line naming the key.
+
+    Args:
+        mode (str): The mode to check.
+    """
+    if mode not in BUDGET_MODES:
+        raise ValueError(
+            f'model.budget_mode={mode!r} is not one of {BUDGET_MODES}'
+        )
 
 
 @MODELS.register_module()
@@ -42,6 +76,9 @@ class DMCPBudgetLoss(nn.Module):
         target_flops (float): Target FLOPs ``T`` (MACs).
         gamma (float): Tolerance ratio in ``(0, 1]``. Defaults to 0.99.
         loss_weight (float): ``lambda_reg``. Defaults to 0.1.
+        mode (str): Form of the loss above the target, ``'bounded'`` or
+            ``'paper'`` (see :func:`budget_loss`). Defaults to
+            ``'bounded'``.
     """
 
     def __init__(
@@ -49,22 +86,21 @@ class DMCPBudgetLoss(nn.Module):
         target_flops: float,
         gamma: float = 0.99,
         loss_weight: float = 0.1,
+        mode: str = 'bounded',
     ) -> None:
         super().__init__()
-        if not (isinstance(gamma, (int, float)) and 0 < gamma <= 1):
-            raise ValueError(f'gamma must lie in (0, 1], got {gamma!r}')
-        if not (
-            isinstance(loss_weight, (int, float))
-            and math.isfinite(loss_weight)
-            and loss_weight >= 0
-        ):
+        check_budget_mode(mode)
+        if not (_is_number(gamma) and 0 < gamma <= 1):
+            raise ValueError(f'model.gamma must lie in (0, 1], got {gamma!r}')
+        if not (_is_number(loss_weight) and loss_weight >= 0):
             raise ValueError(
-                f'lambda_reg (loss_weight) must be a finite '
-                f'number >= 0, got {loss_weight!r}'
+                'model.lambda_reg must be a finite number >= 0, '
+                f'got {loss_weight!r}'
             )
         self.target_flops = float(target_flops)
         self.gamma = float(gamma)
         self.loss_weight = float(loss_weight)
+        self.mode = mode
 
     def forward(self, expected_flops: Tensor) -> Tensor:
         """Weighted budget loss.
@@ -76,5 +112,13 @@ class DMCPBudgetLoss(nn.Module):
             Tensor: ``loss_weight * budget_loss(E, T, gamma)``.
         """
         return self.loss_weight * budget_loss(
-            expected_flops, self.target_flops, self.gamma
+            expected_flops, self.target_flops, self.gamma, self.mode
         )
+
+
+def _is_number(value: object) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    )

@@ -70,18 +70,29 @@ def expected_channels(marginals: Tensor, group_sizes: Tensor) -> Tensor:
     return (marginals * group_sizes.to(marginals.dtype)).sum(dim=-1)
 
 
-def channel_scale(marginals: Tensor, group_sizes: Tensor) -> Tensor:
+def channel_scale(
+    marginals: Tensor, group_sizes: Tensor, num_channels: Optional[int] = None
+) -> Tensor:
     """Per-channel scale of Eq. 7, ``O_hat_k = O_k * p(w_k)``: every channel of
     group ``k`` is scaled by ``p(w_k)``.
 
     Args:
         marginals (Tensor): ``p(w)`` of one unit, shape ``(G,)``.
-        group_sizes (Tensor): Channels in each group, shape ``(G,)``, long.
+        group_sizes (Tensor): Channels in each group, shape ``(G,)``, long,
+            on the device of ``marginals``.
+        num_channels (int, optional): ``C = group_sizes.sum()``, known to
+            the caller; given, the scale is built without reading
+            ``group_sizes`` on the host (a sync on CUDA). Defaults to None
+            (read).
 
     Returns:
-        Tensor: Scale of shape ``(C,)`` with ``C = group_sizes.sum()``.
+        Tensor: Scale of shape ``(C,)``.
     """
-    return torch.repeat_interleave(marginals, group_sizes, dim=-1)
+    if num_channels is None:
+        num_channels = int(group_sizes.sum())
+    return torch.repeat_interleave(
+        marginals, group_sizes, dim=-1, output_size=num_channels
+    )
 
 
 def sample_num_groups(
@@ -103,9 +114,13 @@ def sample_num_groups(
     """
     with torch.no_grad():
         p = torch.sigmoid(alpha.detach().double())
+        # Drawn on the generator's device and moved: CUDA refuses a CPU
+        # generator for a CUDA tensor, and a CPU generator keeps the draws
+        # the same on every device type.
+        device = p.device if generator is None else generator.device
         u = torch.rand(
-            p.shape, generator=generator, dtype=p.dtype, device=p.device
-        )
+            p.shape, generator=generator, dtype=p.dtype, device=device
+        ).to(p.device)
         steps = torch.cumprod((u < p).long(), dim=-1).sum(dim=-1)
     return steps + 1
 

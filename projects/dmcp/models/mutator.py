@@ -127,6 +127,11 @@ class DMCPChannelMutator(BaseModule):
             m for m in supernet.modules() if isinstance(m, DynamicBatchNorm2d)
         ]
         self.flops_table = FlopsTable(self.trace, self.specs)
+        self.register_buffer(
+            'group_ends',
+            torch.tensor([u.ends for u in self.units]),
+            persistent=False,
+        )
         self.set_subnet('max')
 
     # ------------------------------------------------------------ properties
@@ -169,7 +174,8 @@ class DMCPChannelMutator(BaseModule):
         if mode == 'min':
             return {u.name: u.min_channels for u in self.units}
         if mode == 'direct':
-            return {u.name: u.sample_channels(generator) for u in self.units}
+            rows = self.sample_direct_batch(1, generator)
+            return self.choices_from_rows(rows)[0]
         if mode == 'expected':
             return {u.name: u.expected_choice() for u in self.units}
         raise ValueError(
@@ -299,35 +305,45 @@ class DMCPChannelMutator(BaseModule):
             int: Conv + linear MACs at ``input_shape``.
         """
         choices = self.check_choices(choices or self.current_choices())
-        c = torch.tensor(
-            [float(choices[n]) for n in self.unit_names], dtype=torch.float64
-        )
-        return int(round(float(self.flops_table(c))))
+        return self.flops_table.count([choices[n] for n in self.unit_names])
 
     def sample_direct_batch(
         self, num: int, generator: Optional[torch.Generator] = None
     ) -> Tensor:
-        """Draw ``num`` Direct Samples at once.
+        """Draw ``num`` Direct Samples at once, on alpha's device (no host
+        sync). The generator is used as ``num`` draws one after another
+        would use it.
 
         Args:
             num (int): Number of subnets.
-            generator (torch.Generator, optional): Randomness. Defaults to
-                None.
+            generator (torch.Generator, optional): Randomness, on any device
+                (draws are made on its device and moved). Defaults to None.
 
         Returns:
             Tensor: Retained channels, long, shape ``(num, U)``, columns in
-            ``unit_names`` order.
+            ``unit_names`` order, on alpha's device.
         """
         alphas = self.alphas().detach()
         groups = sample_num_groups(
             alphas.expand(num, *alphas.shape), generator
         )
-        ends = torch.tensor([u.ends for u in self.units])
-        return ends.gather(1, (groups - 1).T).T
+        return self.group_ends.gather(1, (groups - 1).T).T
+
+    def choices_from_rows(self, rows: Tensor) -> List[Choices]:
+        """Unit choices from rows of :meth:`sample_direct_batch`: the one
+        host read of a search step (layer widths are Python ints).
+
+        Args:
+            rows (Tensor): Channels, shape ``(N, U)``, on any device.
+
+        Returns:
+            list[dict[str, int]]: One choice dict per row.
+        """
+        return [dict(zip(self.unit_names, row)) for row in rows.tolist()]
 
     def choices_from_row(self, row: Tensor) -> Choices:
         """Unit choices from one row of :meth:`sample_direct_batch`."""
-        return {n: int(c) for n, c in zip(self.unit_names, row.tolist())}
+        return self.choices_from_rows(row[None])[0]
 
     def fit_widths(
         self, widths: Sequence[float], target: float, floor: str = 'group'
@@ -401,11 +417,12 @@ class DMCPChannelMutator(BaseModule):
         previous = self.current_choices()
         self.set_subnet('max')
         marg = self.marginals()
-        sizes = self.group_sizes()
         handles = []
         try:
-            for i, spec in enumerate(self.specs):
-                scale = channel_scale(marg[i], sizes[i])
+            for i, (spec, unit) in enumerate(zip(self.specs, self.units)):
+                scale = channel_scale(
+                    marg[i], unit.group_sizes, unit.num_channels
+                )
                 for name in spec.scale_points:
                     handles.append(
                         self._layers[name].register_forward_hook(
@@ -440,4 +457,6 @@ class _ScaleHook:
 
     def __call__(self, module: nn.Module, args: tuple, out: Tensor) -> Tensor:
         shape = (1, -1) + (1,) * (out.dim() - 2)
-        return out * self.scale.view(shape)
+        # in the output's dtype: under autocast a float32 scale would turn
+        # every later activation to float32
+        return out * self.scale.to(out.dtype).view(shape)

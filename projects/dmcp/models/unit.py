@@ -123,7 +123,9 @@ class MarkovChannelUnit(nn.Module):
 
     def channel_scale(self) -> Tensor:
         """Per-channel scale ``p(w_k)`` of Eq. 7, shape ``(C,)``."""
-        return channel_scale(self.marginals(), self.group_sizes)
+        return channel_scale(
+            self.marginals(), self.group_sizes, self.num_channels
+        )
 
     def channels_of(self, num_groups: int) -> int:
         """Channels retained by keeping the first ``num_groups`` groups."""

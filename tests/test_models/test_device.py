@@ -1,0 +1,158 @@
+"""The search follows the model's device (users search on CUDA GPUs).
+
+No GPU here, so the model goes to the ``meta`` device and the tests run
+inside :class:`tests.utils.CudaDeviceRules`, which refuses what CUDA refuses:
+a CPU generator filling a tensor on another device, and an operation mixing
+a CPU tensor with one on another device. A host sync (``.item()``,
+``float()``, ``.tolist()``) fails on a meta tensor by itself, so a step that
+runs through on meta has no host sync but the two it is designed to have:
+turning the Direct Samples into layer widths (``choices_from_rows``) and the
+one finiteness check at the end of the step (``raise_if_not_finite``).
+"""
+
+import pytest
+import torch
+from mmengine.optim import OptimWrapper, OptimWrapperDict
+from mmpretrain.structures import DataSample
+
+from projects.dmcp.models import DMCP, DMCPChannelMutator
+from projects.dmcp.models import algorithm as algorithm_module
+from projects.dmcp.models.markov import sample_num_groups
+from tests.utils import CudaDeviceRules
+
+META = torch.device('meta')
+
+
+def make_algo(**kwargs) -> DMCP:
+    arch = dict(
+        type='ImageClassifier',
+        backbone=dict(type='ResNet', depth=18),
+        neck=dict(type='GlobalAveragePooling'),
+        head=dict(type='LinearClsHead', num_classes=3, in_channels=512),
+        data_preprocessor=dict(type='ClsDataPreprocessor', num_classes=3),
+    )
+    kwargs.setdefault('target_flops', '10M')
+    return DMCP(architecture=arch, input_shape=(3, 32, 32), seed=0, **kwargs)
+
+
+def make_optim(algo: DMCP) -> OptimWrapperDict:
+    return OptimWrapperDict(
+        architecture=OptimWrapper(
+            torch.optim.SGD(
+                algo.architecture.parameters(), lr=0.1, momentum=0.9
+            )
+        ),
+        mutator=OptimWrapper(
+            torch.optim.SGD(algo.mutator.parameters(), lr=1.0, momentum=0.9)
+        ),
+    )
+
+
+def make_batch(n: int = 4) -> dict:
+    g = torch.Generator().manual_seed(0)
+    return dict(
+        inputs=[
+            torch.randint(0, 255, (3, 32, 32), generator=g, dtype=torch.uint8)
+            for _ in range(n)
+        ],
+        data_samples=[DataSample().set_gt_label(i % 3) for i in range(n)],
+    )
+
+
+@pytest.fixture(scope='module')
+def meta_algo() -> DMCP:
+    return make_algo().to(META)
+
+
+def test_rules_catch_a_cpu_generator_for_another_device():
+    with CudaDeviceRules(), pytest.raises(RuntimeError, match='generator'):
+        torch.rand(3, device=META, generator=torch.Generator())
+    with CudaDeviceRules(), pytest.raises(RuntimeError, match='mixes'):
+        torch.ones(3, device=META) * torch.ones(3)
+
+
+def test_sample_num_groups_follows_alpha_device():
+    alpha = torch.zeros(5, 9, device=META)
+    with CudaDeviceRules():
+        groups = sample_num_groups(alpha, torch.Generator().manual_seed(0))
+    assert groups.device == META and groups.shape == (5,)
+
+
+def test_direct_batch_stays_on_the_model_device(meta_algo):
+    mutator = meta_algo.mutator
+    with CudaDeviceRules():
+        rows = mutator.sample_direct_batch(3, torch.Generator())
+    assert rows.device == META
+    assert rows.shape == (3, len(mutator.units))
+
+
+def test_expected_flops_and_budget_loss_stay_on_device(meta_algo):
+    with CudaDeviceRules():
+        expected = meta_algo.mutator.expected_flops()
+        loss = meta_algo.budget(expected)
+    assert expected.device == META and loss.device == META
+
+
+def test_markov_scaled_forward_on_device(meta_algo):
+    x = torch.empty(2, 3, 32, 32, device=META)
+    with CudaDeviceRules(), meta_algo.mutator.markov_scaling():
+        out = meta_algo.architecture(x, mode='tensor')
+    assert out.device == META and out.shape == (2, 3)
+
+
+@pytest.mark.parametrize('update_arch', [False, True])
+def test_search_step_has_no_other_host_sync(
+    update_arch: bool, monkeypatch: pytest.MonkeyPatch
+):
+    """A whole stage 1 (+ stage 2) on the meta device, its two designed host
+    syncs replaced by stand-ins that read no tensor data."""
+    algo = make_algo().to(META)
+    optim = make_optim(algo)
+    synced = []
+
+    def full_widths(self, rows):
+        synced.append(tuple(rows.shape))
+        return [self.sample_choices('max')] * rows.shape[0]
+
+    monkeypatch.setattr(
+        DMCPChannelMutator, 'choices_from_rows', full_widths, raising=False
+    )
+    monkeypatch.setattr(
+        algorithm_module,
+        'raise_if_not_finite',
+        lambda checks: None,
+        raising=False,
+    )
+    with CudaDeviceRules():
+        log = algo.train_step(make_batch(), optim, update_arch=update_arch)
+    assert synced == [(algo.num_direct_samples, len(algo.mutator.units))]
+    assert log['loss'].device == META
+    assert all(p.device == META for p in algo.parameters())
+
+
+def test_direct_batch_draws_the_sequential_stream():
+    """Drawing n subnets at once uses the generator exactly as n draws one
+    by one do (so searches keep their subnets for a seed)."""
+    mutator = make_algo().mutator
+    rows = mutator.sample_direct_batch(3, torch.Generator().manual_seed(7))
+    g = torch.Generator().manual_seed(7)
+    one_by_one = [mutator.sample_choices('direct', g) for _ in range(3)]
+    assert mutator.choices_from_rows(rows) == one_by_one
+
+
+def test_sampler_is_portable_across_devices():
+    """The sampler is a CPU generator whatever the model's device: its state
+    saved from a model on one device resumes a model on another."""
+    algo = make_algo()
+    algo.sampler.manual_seed(123)
+    torch.rand(5, generator=algo.sampler)
+    state = {
+        k: v for k, v in algo.state_dict().items() if k == 'sampler_state'
+    }
+    moved = make_algo().to(META)
+    moved.load_state_dict(state, strict=False)
+    assert moved.sampler.device.type == 'cpu'
+    assert torch.equal(
+        torch.rand(4, generator=moved.sampler),
+        torch.rand(4, generator=algo.sampler),
+    )
