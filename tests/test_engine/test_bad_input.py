@@ -7,7 +7,7 @@ from mmengine.hooks import Hook
 from mmengine.runner import Runner
 
 import projects.dmcp  # noqa: F401
-from projects.dmcp.checks import check_config
+from projects.dmcp.checks import ConfigError, check_config, check_devices
 from projects.dmcp.registry import MODELS
 from tests.search_utils import make_tiny_imagenet, tiny_config
 
@@ -118,6 +118,24 @@ CONFIG_CASES = {
         ['custom_hooks.0.type=mmrazor.DMCPSubnetHook'],
         r"type='DMCPSubnetHook' names a part of mmrazor 1\.0\.0's own DMCP",
     ),
+    'a CUDA device that does not exist': (
+        ['model_wrapper_cfg.device_ids=[3]'],
+        r"model_wrapper_cfg\.device_ids='cuda:3' does not exist: torch sees "
+        r'0 CUDA device',
+    ),
+    'a device key naming another backend': (
+        ['device=mps'],
+        r"device='mps': DMCP runs on cuda or cpu",
+    ),
+    'an unknown budget loss mode': (
+        ['model.budget_mode=l2'],
+        r"model\.budget_mode='l2' is not one of \('bounded', 'paper'\)",
+    ),
+    'a negative gradient clip of alpha': (
+        ['optim_wrapper.mutator.clip_grad.max_norm=-1'],
+        r'optim_wrapper\.mutator\.clip_grad\.max_norm=-1 must be a finite '
+        r'number > 0',
+    ),
     "mmrazor's DMCP class as an object": (
         _mmrazor_class_object,
         r'model\.type=mmrazor\.models\.algorithms\.pruning\.dmcp\.DMCP is '
@@ -221,3 +239,29 @@ def test_bad_subnet_file_fails_before_training(case, tmp_path, good_channels):
     assert '\n' not in message.strip(), message
     assert str(path) in message
     assert info.match(pattern), message
+
+
+@pytest.mark.parametrize(
+    'environ, pattern',
+    [
+        (
+            {'CUDA_VISIBLE_DEVICES': '7'},
+            r'CUDA_VISIBLE_DEVICES=7 names 1 device\(s\), but torch sees 0',
+        ),
+        (
+            {'CUDA_VISIBLE_DEVICES': '0,1'},
+            r'CUDA_VISIBLE_DEVICES=0,1 names 2 device\(s\)',
+        ),
+    ],
+)
+def test_device_in_the_environment_that_does_not_exist(environ, pattern):
+    with pytest.raises(ConfigError, match=pattern) as info:
+        check_devices({}, environ)
+    assert '\n' not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    'environ', [{}, {'CUDA_VISIBLE_DEVICES': ''}, {'LOCAL_RANK': '0'}]
+)
+def test_environment_without_devices_is_fine(environ):
+    check_devices({'device': 'cpu'}, environ)
