@@ -129,7 +129,8 @@ CONFIG_CASES = {
     ),
     'an unknown budget loss mode': (
         ['model.budget_mode=l2'],
-        r"model\.budget_mode='l2' is not one of \('bounded', 'paper'\)",
+        r"model\.budget_mode='l2' is not one of \('bounded', 'official', "
+        r"'paper'\)",
     ),
     'a negative gradient clip of alpha': (
         ['optim_wrapper.mutator.clip_grad.max_norm=-1'],

@@ -41,17 +41,43 @@ def test_paper_mode_is_log_distance_outside_margin(ratio):
 
 
 @pytest.mark.parametrize('ratio', [1.5, 1.0001, 0.98, 0.2])
-def test_bounded_mode_measures_above_target_from_gamma_t(ratio):
+def test_official_mode_measures_above_target_from_gamma_t(ratio):
     """Below the band as the paper; above it log(E - gamma*T) (official
     code), so the gradient is at most 1 / ((1 - gamma) * T) on both sides."""
     gamma = 0.99
     e = flops(ratio * T)
-    loss = budget_loss(e, T, gamma=gamma)
+    loss = budget_loss(e, T, gamma=gamma, mode='official')
     pole = gamma * T if ratio > 1 else T
     assert loss.item() == pytest.approx(math.log(abs(ratio * T - pole)))
     loss.backward()
     assert e.grad.item() == pytest.approx(1.0 / (ratio * T - pole))
     assert abs(e.grad.item()) <= 1.0 / ((1 - gamma) * T)
+
+
+@pytest.mark.parametrize('ratio', [1.0001, 1.5, 3.0])
+def test_bounded_mode_is_the_official_tangent_above_target(ratio):
+    """Above T: log((1 - gamma) T) + (E - T) / ((1 - gamma) T), whose
+    gradient is the bound 1 / ((1 - gamma) T) however far E is."""
+    gamma = 0.99
+    margin = (1 - gamma) * T
+    e = flops(ratio * T)
+    loss = budget_loss(e, T, gamma=gamma)
+    want = math.log(margin) + (ratio * T - T) / margin
+    assert loss.item() == pytest.approx(want)
+    loss.backward()
+    assert e.grad.item() == pytest.approx(1.0 / margin)
+    # continuous with the official form at T, in value and slope
+    near = flops(T * (1 + 1e-9))
+    official = budget_loss(near, T, gamma=gamma, mode='official')
+    assert budget_loss(near, T, gamma).item() == pytest.approx(official.item())
+
+
+@pytest.mark.parametrize('ratio', [0.98, 0.2])
+def test_bounded_mode_below_the_band_is_the_paper_form(ratio):
+    e = flops(ratio * T)
+    assert budget_loss(e, T).item() == pytest.approx(
+        budget_loss(e, T, mode='paper').item()
+    )
 
 
 def test_unknown_mode_names_the_key():
@@ -97,7 +123,10 @@ def test_module_weights_the_loss_and_is_registered():
     )
     assert isinstance(module, DMCPBudgetLoss)
     e = flops(2 * T)
-    assert module(e).item() == pytest.approx(0.3 * math.log(1.05 * T))
+    margin = 0.05 * T
+    assert module(e).item() == pytest.approx(
+        0.3 * (math.log(margin) + T / margin)
+    )
     assert module(flops(0.97 * T)).item() == 0.0
 
 

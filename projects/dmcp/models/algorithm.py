@@ -122,10 +122,11 @@ class DMCP(BaseAlgorithm):
         lambda_reg (float): Weight of the budget loss (Eq. 15). Defaults to
             0.1.
         budget_mode (str): Form of the budget loss: ``'bounded'``, whose
-            gradient is bounded on both sides of the band (the official
-            code's form), or ``'paper'``, Eq. 13's ``log|E - T|`` as
-            written (see :func:`~projects.dmcp.models.losses.budget_loss`).
-            Defaults to ``'bounded'``.
+            gradient is bounded and, above ``T``, constant;
+            ``'official'``, the official code's log form; or ``'paper'``,
+            Eq. 13's ``log|E - T|`` as written (see
+            :func:`~projects.dmcp.models.losses.budget_loss`). Defaults to
+            ``'bounded'``.
         num_direct_samples (int): Subnets drawn by Direct Sampling in each
             stage 1 (the sandwich rule's random subnets). Defaults to 2.
         seed (int, optional): Seed of the generator that draws subnets.

@@ -10,7 +10,7 @@ from ..registry import MODELS
 __all__ = ['BUDGET_MODES', 'budget_loss', 'DMCPBudgetLoss']
 
 
-BUDGET_MODES = ('bounded', 'paper')
+BUDGET_MODES = ('bounded', 'official', 'paper')
 
 
 def budget_loss(
@@ -25,11 +25,18 @@ def budget_loss(
     * ``'paper'``: ``log|E - T|`` on both sides, as Eq. 13 is written. Its
       gradient ``1 / (E - T)`` has no bound just above ``T``: a step that
       lands there is thrown far below the target.
-    * ``'bounded'`` (default): ``log(T - E)`` below the band and
-      ``log(E - gamma * T)`` above it, the form of the official code (github
-      Zx55/dmcp ``utils/loss_fn.py``, which measures above ``T`` from
-      ``0.95 T``). Both sides are at least ``(1 - gamma) * T`` from their
-      pole, so the gradient is at most ``1 / ((1 - gamma) * T)``.
+    * ``'official'``: ``log(T - E)`` below the band and ``log(E - gamma *
+      T)`` above it, the form of the official code (github Zx55/dmcp
+      ``utils/loss_fn.py``, which measures above ``T`` from ``0.95 T``).
+      Both sides are at least ``(1 - gamma) * T`` from their pole, so the
+      gradient is at most ``1 / ((1 - gamma) * T)``; but above ``T`` it
+      fades as ``1 / (E - gamma * T)``, so a strong task-loss push can hold
+      ``E`` far above the target.
+    * ``'bounded'`` (default): below the band as ``'official'``; above ``T``
+      the tangent of ``'official'`` at ``T``, ``log((1 - gamma) * T) + (E -
+      T) / ((1 - gamma) * T)``. The gradient is at most ``1 / ((1 - gamma)
+      * T)`` everywhere, and above ``T`` it is that bound, however far
+      ``E`` is: no kick below the target and no equilibrium above it.
 
     Computed on the device of ``expected_flops`` without reading it on the
     host (no sync).
@@ -38,7 +45,7 @@ def budget_loss(
         expected_flops (Tensor): ``E(N_FLOPs)``, a differentiable scalar.
         target (float): Target FLOPs ``T`` (MACs).
         gamma (float): Tolerance ratio, in ``(0, 1]``. Defaults to 0.99.
-        mode (str): ``'bounded'`` or ``'paper'``. Defaults to
+        mode (str): One of :data:`BUDGET_MODES`. Defaults to
             ``'bounded'``.
 
     Returns:
@@ -51,8 +58,12 @@ def budget_loss(
     # Each branch is clamped to at least one MAC, so that the branch
     # torch.where does not take never puts an inf into the gradient.
     low = torch.log((target - e).clamp_min(1.0))
-    pole = target if mode == 'paper' else gamma * target
-    high = torch.log((e - pole).clamp_min(1.0))
+    if mode == 'bounded':
+        margin = max((1 - gamma) * target, 1.0)
+        high = math.log(margin) + (e - target) / margin
+    else:
+        pole = target if mode == 'paper' else gamma * target
+        high = torch.log((e - pole).clamp_min(1.0))
     return torch.where(above, high, torch.where(below, low, e * 0.0))
 
 
@@ -76,9 +87,8 @@ class DMCPBudgetLoss(nn.Module):
         target_flops (float): Target FLOPs ``T`` (MACs).
         gamma (float): Tolerance ratio in ``(0, 1]``. Defaults to 0.99.
         loss_weight (float): ``lambda_reg``. Defaults to 0.1.
-        mode (str): Form of the loss above the target, ``'bounded'`` or
-            ``'paper'`` (see :func:`budget_loss`). Defaults to
-            ``'bounded'``.
+        mode (str): Form of the loss, one of :data:`BUDGET_MODES` (see
+            :func:`budget_loss`). Defaults to ``'bounded'``.
     """
 
     def __init__(
