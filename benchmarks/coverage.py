@@ -47,6 +47,7 @@ import time
 import traceback
 from collections import OrderedDict
 from pathlib import Path
+from queue import Empty
 from typing import Dict, List, Optional, Tuple
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -62,6 +63,8 @@ import torch  # noqa: E402
 RESULTS = REPO_ROOT / 'benchmarks' / 'results' / 'coverage.md'
 SIZES = (64, 112, 224, 256)
 NUM_CLASSES = 1000
+#: Heads whose ``distillation`` defaults to True.
+DISTILLED_HEADS = ('EfficientFormerClsHead',)
 BATCH = 2
 STAGES = ('build', 'trace', 'stage 1', 'stage 2', 'export', 'prune', 'check')
 
@@ -194,10 +197,10 @@ def extra_candidates() -> List[Tuple[str, str, object]]:
 
 
 def first_line(e: BaseException) -> str:
-    """``Type: first line of the message``, at most 160 characters."""
+    """``Type: first line of the message``, at most 400 characters."""
     msg = str(e).strip().splitlines()
     text = f'{type(e).__name__}: {msg[0] if msg else ""}'
-    return text if len(text) <= 160 else text[:157] + '...'
+    return text if len(text) <= 400 else text[:397] + '...'
 
 
 # --------------------------------------------------------------- one row
@@ -214,7 +217,9 @@ def build_plain(cfg) -> torch.nn.Module:
     for part in ('backbone', 'head'):
         # the zoo's distilled models (LeViT, EfficientFormer) are
         # inference-only in mmpretrain: search their trainable form
-        if (model_cfg.get(part) or {}).get('distillation'):
+        part_cfg = model_cfg.get(part) or {}
+        default = part_cfg.get('type') in DISTILLED_HEADS
+        if part_cfg.get('distillation', default):
             model_cfg[part]['distillation'] = False
     torch.manual_seed(0)
     return MODELS.build(model_cfg)
@@ -396,10 +401,14 @@ def run_isolated(cfg, timeout: float, stages: int = len(STAGES)) -> dict:
     proc = ctx.Process(target=_child, args=(cfg, stages, queue))
     start = time.perf_counter()
     proc.start()
-    try:
-        row = queue.get(timeout=timeout)
-    except Exception:  # noqa: BLE001  (queue.Empty: timed out or died)
-        row = None
+    row = None
+    while row is None and time.perf_counter() - start < timeout:
+        alive = proc.is_alive()
+        try:
+            row = queue.get(timeout=0.5)
+        except Empty:
+            if not alive:  # died without a row
+                break
     proc.join(5)
     if proc.is_alive():
         proc.kill()
@@ -526,7 +535,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         rows.append(row)
         print(
             f'{name:45s} {row["status"]:8s} {row["seconds"]:6.1f}s '
-            f'{row.get("reason", "")}',
+            f'{row.get("reason", "")[:100]}',
             flush=True,
         )
     elapsed = time.perf_counter() - start

@@ -347,11 +347,17 @@ class _ChannelTracer(TorchFunctionMode):
         tagged = [
             (t, self.node_of(t)) for t in inputs if self.node_of(t) is not None
         ]
-        if not tagged:
-            return
         outs = [t for t in tree_flatten(out)[0] if isinstance(t, Tensor)]
+        owners = [self.owner[id(t)] for t in inputs if id(t) in self.owner]
+        if not tagged:
+            # a view or function of a parameter (a layer scale's
+            # ``weight.view(-1, 1, 1)``) stays the parameter's
+            for o in outs if owners else ():
+                self.owner[id(o)] = owners[0]
+                self.keep.append(o)
+            return
         fname = getattr(func, '__name__', str(func))
-        owned = [self.owner[id(t)][0] for t in inputs if id(t) in self.owner]
+        owned = [name for name, _ in owners]
         if owned or fname in ('cat', 'concat', 'concatenate', 'stack'):
             why = (
                 f'{fname} with parameter of {owned[0]}'
@@ -572,9 +578,9 @@ def find_units(
 
 
 def why_no_units(trace: ChannelTrace) -> str:
-    """One line on why a trace has no prunable unit: the reasons that fix
-    the most layers' output channels, and what that means for a
-    transformer.
+    """One line on why a trace has no prunable unit: the two reasons that
+    fix the most layers' output channels, and, for a network of token-wise
+    linear layers, what that means for a transformer.
 
     Args:
         trace (ChannelTrace): A trace :func:`find_units` found no unit in.
@@ -594,15 +600,11 @@ def why_no_units(trace: ChannelTrace) -> str:
         return 'the model has no convolution or linear layer'
     top = sorted(counts.items(), key=lambda kv: -kv[1])[:2]
     text = '; '.join(f'{n} layers: {why}' for why, n in top)
-    tokens = any(
-        s in why
-        for why in counts
-        for s in ('reads dim', 'with parameter of', 'changes the channel')
-    )
-    if tokens and any(r.kind == 'linear' for r in trace.layers[1:-1]):
+    if any(r.kind == 'linear' and r.out_spatial > 1 for r in trace.layers):
         text += (
-            ' (its features pass through normalisations with parameters, '
-            'reshapes into attention heads or token mixing, as in a '
-            'transformer: DMCP prunes channel groups, not heads or tokens)'
+            '; its linear layers act on tokens whose features pass through '
+            'normalisations with parameters, attention heads or token '
+            'mixing, as in a transformer: DMCP prunes channel groups, not '
+            'heads or tokens'
         )
     return text
