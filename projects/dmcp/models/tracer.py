@@ -8,7 +8,11 @@ pooling and other shape-preserving ops pass their input's node on; an
 element-wise op on several tensors with the same channel count (a residual
 addition, an attention product) joins their nodes, because those channel
 counts must stay equal (Section 3.1.2 of the paper). A depthwise convolution's
-output keeps its input's node. Anything the tracer does not understand (a
+output keeps its input's node. A node also knows which dim holds its
+channels: 1, or the last after a ``permute``, so that a linear layer on
+channel-last features (ConvNeXt's MLP) has its features as channels; a
+reduction over the channels (a mean kept as a dim of one) yields a statistic
+that couples nothing. Anything the tracer does not understand (a
 concatenation, a reshape that mixes channels into other dims, an op that takes
 a parameter of its own such as GroupNorm or a layer scale) marks the nodes it
 touches as fixed, so they are never pruned; so are the network input and the
@@ -52,8 +56,9 @@ class LayerRecord:
         groups (int): Convolution groups (1 for linear).
         depthwise (bool): Whether the output channels follow the input.
         kernel_area (int): ``k_h * k_w`` (1 for linear).
-        out_spatial (int): Output positions per sample: ``H_out * W_out`` for
-            a convolution, the product of the leading dims for a linear.
+        out_spatial (int): Output positions per traced sample: ``H_out *
+            W_out`` for a convolution (times any patches folded into the
+            batch dim), the product of the other dims for a linear.
         in_node (int): Channel node of the input.
         out_node (int): Channel node of the output.
         norm (str, optional): Name of the batch norm that directly normalises
@@ -360,7 +365,7 @@ class _ChannelTracer(TorchFunctionMode):
         owned = [name for name, _ in owners]
         if owned or fname in ('cat', 'concat', 'concatenate', 'stack'):
             why = (
-                f'{fname} with parameter of {owned[0]}'
+                f'{fname} with parameter of {owned[0] or "the model"}'
                 if owned
                 else f'{fname} joins channels'
             )
