@@ -503,10 +503,51 @@ def write_results(rows: List[dict], command: str, seconds: float) -> str:
             'first line of its error; *s*: wall seconds for the row (in a '
             'forked process, one thread, with other jobs on the machine).',
             '',
+            notes(rows),
+            '',
             format_table(rows),
             '',
         ]
     )
+
+
+def notes(rows: List[dict]) -> str:
+    """What the figure does not say: failures, weakly prunable passes."""
+    failed = [r for r in rows if r['status'] != 'pass']
+    weak = [r for r in rows if r['status'] == 'pass' and r['share'] < 0.5]
+    lines = ['Notes:', '']
+    lines.append(
+        '- Failing: '
+        + (
+            '; '.join(
+                f'{r["family"]} ({r["kind"]}) at {r["status"]}' for r in failed
+            )
+            or 'none'
+        )
+        + '. Each is one line in the table.'
+    )
+    lines.append(
+        '- Passing, but less than half of the FLOPs prunable (grouped '
+        'convolutions, attention and layers with per-channel parameters '
+        'are kept whole): '
+        + (
+            ', '.join(f'{r["family"]} {100 * r["share"]:.0f}%' for r in weak)
+            or 'none'
+        )
+        + '.'
+    )
+    lines.append(
+        '- *subnet FLOPs* is the Expected Sampling subnet after a single '
+        'search step: at most the target, often well below it (the Markov '
+        'chains start uniform, E[width] about 55%), not a converged search.'
+    )
+    lines.append(
+        '- In transformers, hybrids and MLP-mixers only the hidden widths '
+        'of channel-wise MLPs are units (the tracer follows the features '
+        'into a linear layer); attention heads, the residual width and '
+        'anything normalised with parameters are kept whole.'
+    )
+    return '\n'.join(lines)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
