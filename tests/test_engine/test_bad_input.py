@@ -59,10 +59,11 @@ CONFIG_CASES = {
         ['model.mutator.channel_unit_cfg.num_groups=-3'],
         r'model\.mutator\.channel_unit_cfg: num_groups must be a positive',
     ),
+    # units narrower than num_groups are kept whole; an error when all are
     'more groups than channels': (
-        ['model.mutator.channel_unit_cfg.num_groups=100'],
-        r'model\.mutator\.channel_unit_cfg: num_groups=100 is more than the '
-        r'64 channels',
+        ['model.mutator.channel_unit_cfg.num_groups=1000'],
+        r'model\.mutator\.channel_unit_cfg: num_groups=1000 is more than '
+        r'the 512 channels',
     ),
     'gamma zero': (['model.gamma=0.0'], r'model\.gamma must lie in \(0, 1\]'),
     'gamma above one': (

@@ -15,13 +15,17 @@ keeps its module names, parameters, buffers and ``state_dict`` keys. At full
 width the forward is the plain layer's forward.
 """
 
+import math
 from typing import Optional
 
 import torch.nn.functional as F
+from mmcv.cnn.bricks import wrappers as mmcv_wrappers
+from mmcv.cnn.bricks.conv2d_adaptive_padding import Conv2dAdaptivePadding
 from torch import Tensor, nn
 
 __all__ = [
     'DynamicConv2d',
+    'DynamicConv2dAdaptivePadding',
     'DynamicBatchNorm2d',
     'DynamicLinear',
     'convert_layer',
@@ -92,6 +96,47 @@ class DynamicConv2d(nn.Conv2d):
         return F.conv2d(
             x, weight, bias, self.stride, self.padding, self.dilation, groups
         )
+
+
+def same_padding(conv: nn.Conv2d, x: Tensor) -> Tensor:
+    """Pad ``x`` as mmcv's ``Conv2dAdaptivePadding`` does (TensorFlow's
+    ``'same'``: the output covers ``ceil(size / stride)`` positions).
+
+    Args:
+        conv (nn.Conv2d): The convolution (its kernel, stride, dilation).
+        x (Tensor): Input of shape ``(N, C, H, W)``.
+
+    Returns:
+        Tensor: The padded input.
+    """
+    pads = []
+    for size, k, s, d in zip(
+        x.shape[-2:], conv.weight.shape[-2:], conv.stride, conv.dilation
+    ):
+        out = math.ceil(size / s)
+        pads.append(max((out - 1) * s + (k - 1) * d + 1 - size, 0))
+    pad_h, pad_w = pads
+    if pad_h > 0 or pad_w > 0:
+        x = F.pad(
+            x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2]
+        )
+    return x
+
+
+class DynamicConv2dAdaptivePadding(DynamicConv2d):
+    """mmcv's ``Conv2dAdaptivePadding`` (EfficientNet's convolutions) on a
+    channel prefix: the same 'same' padding, then :class:`DynamicConv2d`."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Pad like the original, then convolve the current widths.
+
+        Args:
+            x (Tensor): Input of shape ``(N, C_in', H, W)``.
+
+        Returns:
+            Tensor: Output of shape ``(N, C_out', H', W')``.
+        """
+        return super().forward(same_padding(self, x))
 
 
 class DynamicBatchNorm2d(nn.BatchNorm2d):
@@ -184,6 +229,11 @@ DYNAMIC_LAYERS = {
     nn.BatchNorm2d: DynamicBatchNorm2d,
     nn.Linear: DynamicLinear,
 }
+# mmcv's wrappers (used by mmpretrain's VAN, PoolFormer, ...) only add a
+# path for empty inputs of torch < 1.5 to the plain forward.
+DYNAMIC_LAYERS.update({mmcv_wrappers.Conv2d: DynamicConv2d})
+DYNAMIC_LAYERS.update({mmcv_wrappers.Linear: DynamicLinear})
+DYNAMIC_LAYERS.update({Conv2dAdaptivePadding: DynamicConv2dAdaptivePadding})
 
 
 def convert_layer(module: nn.Module) -> bool:
@@ -191,9 +241,10 @@ def convert_layer(module: nn.Module) -> bool:
     twin in place (its class is swapped; parameters, buffers, hooks and names
     are kept).
 
-    Only the exact torch classes are converted, and only plain or depthwise
-    convolutions: a subclass may have a forward of its own that slicing would
-    bypass, and grouped convolutions cannot drop a channel prefix.
+    Only the exact torch classes (and mmcv's thin wrappers of them) are
+    converted, and only plain or depthwise convolutions: a subclass may have
+    a forward of its own that slicing would bypass, and grouped convolutions
+    cannot drop a channel prefix.
 
     Args:
         module (nn.Module): The layer.

@@ -2,6 +2,7 @@
 parameters, sets subnets and computes expected FLOPs."""
 
 import contextlib
+import logging
 from typing import (
     Callable,
     Dict,
@@ -14,6 +15,7 @@ from typing import (
 )
 
 import torch
+from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
@@ -26,7 +28,13 @@ from .markov import (
     marginal_probs,
     sample_num_groups,
 )
-from .tracer import ChannelTrace, UnitSpec, find_units, trace_channels
+from .tracer import (
+    ChannelTrace,
+    UnitSpec,
+    find_units,
+    trace_channels,
+    why_no_units,
+)
 
 __all__ = ['DMCPChannelMutator', 'SAMPLING_MODES']
 
@@ -70,6 +78,7 @@ class DMCPChannelMutator(BaseModule):
         self.explicit_units = units
         self.units = nn.ModuleList()
         self.specs: List[UnitSpec] = []
+        self.whole_specs: List[UnitSpec] = []
         self.trace: Optional[ChannelTrace] = None
         self.flops_table: Optional[FlopsTable] = None
         self.input_shape: Sequence[int] = ()
@@ -94,12 +103,31 @@ class DMCPChannelMutator(BaseModule):
         """
         self.input_shape = tuple(input_shape)
         self.trace = trace_channels(supernet, input_shape, forward)
-        self.specs = find_units(self.trace, self.explicit_units)
-        if not self.specs:
+        specs = find_units(self.trace, self.explicit_units)
+        if not specs:
             raise ValueError(
                 'found no prunable channels in the model: every '
-                'convolution is fixed by the input, the output '
-                'or an operation the tracer cannot slice'
+                'convolution and linear layer is fixed ('
+                f'{why_no_units(self.trace)})'
+            )
+        # units narrower than num_groups (e.g. the squeeze of a
+        # squeeze-and-excitation gate) are kept whole, unless all are
+        groups = self.channel_unit_cfg.get('num_groups')
+        wide = [
+            s
+            for s in specs
+            if not isinstance(groups, int) or s.num_channels >= groups
+        ]
+        self.specs = wide or [max(specs, key=lambda s: s.num_channels)]
+        self.whole_specs = [s for s in specs if s not in self.specs]
+        if self.whole_specs:
+            print_log(
+                f'{len(self.whole_specs)} units narrower than '
+                f'num_groups={groups} are kept whole (first: '
+                f'{self.whole_specs[0].name}, '
+                f'{self.whole_specs[0].num_channels} channels)',
+                logger='current',
+                level=logging.WARNING,
             )
         modules = dict(supernet.named_modules())
         for module in modules.values():
@@ -258,9 +286,10 @@ class DMCPChannelMutator(BaseModule):
             dict[str, int]: Layer name -> channels; coupled layers carry the
             same value.
         """
-        choices = choices or self.current_choices()
+        choices = dict(choices or self.current_choices())
+        choices.update({s.name: s.num_channels for s in self.whole_specs})
         by_layer = {}
-        for spec in self.specs:
+        for spec in self.specs + self.whole_specs:
             for name in spec.producers:
                 by_layer[name] = choices[spec.name]
             for name in spec.followers:
@@ -456,6 +485,8 @@ class _ScaleHook:
         self.scale = scale
 
     def __call__(self, module: nn.Module, args: tuple, out: Tensor) -> Tensor:
+        if isinstance(module, nn.Linear):  # features in the last dim
+            return out * self.scale
         shape = (1, -1) + (1,) * (out.dim() - 2)
         # in the output's dtype: under autocast a float32 scale would turn
         # every later activation to float32

@@ -43,6 +43,7 @@ from ..fileio import atomic_write_text
 from ..registry import MODELS
 from .algorithm import tensor_forward
 from .flops import FlopsTable, format_flops
+from .layers import Conv2dAdaptivePadding, DynamicConv2dAdaptivePadding
 from .tracer import ChannelTrace, UnitSpec, find_units, trace_channels
 
 __all__ = [
@@ -493,7 +494,18 @@ def _device_dtype(module: nn.Module) -> dict:
 def _resized(old: nn.Module, cin: int, cout: int) -> nn.Module:
     """A new plain layer like ``old`` with ``cin`` -> ``cout`` channels."""
     kw = _device_dtype(old)
-    if isinstance(old, nn.Conv2d):
+    if isinstance(old, (Conv2dAdaptivePadding, DynamicConv2dAdaptivePadding)):
+        depthwise = old.groups > 1 and old.groups == old.in_channels
+        new = Conv2dAdaptivePadding(
+            cin,
+            cout,
+            old.kernel_size,
+            stride=old.stride,
+            dilation=old.dilation,
+            groups=cin if depthwise else old.groups,
+            bias=old.bias is not None,
+        ).to(**kw)
+    elif isinstance(old, nn.Conv2d):
         depthwise = old.groups > 1 and old.groups == old.in_channels
         new = nn.Conv2d(
             cin,

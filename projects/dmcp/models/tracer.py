@@ -8,7 +8,11 @@ pooling and other shape-preserving ops pass their input's node on; an
 element-wise op on several tensors with the same channel count (a residual
 addition, an attention product) joins their nodes, because those channel
 counts must stay equal (Section 3.1.2 of the paper). A depthwise convolution's
-output keeps its input's node. Anything the tracer does not understand (a
+output keeps its input's node. A node also knows which dim holds its
+channels: 1, or the last after a ``permute``, so that a linear layer on
+channel-last features (ConvNeXt's MLP) has its features as channels; a
+reduction over the channels (a mean kept as a dim of one) yields a statistic
+that couples nothing. Anything the tracer does not understand (a
 concatenation, a reshape that mixes channels into other dims, an op that takes
 a parameter of its own such as GroupNorm or a layer scale) marks the nodes it
 touches as fixed, so they are never pruned; so are the network input and the
@@ -52,8 +56,9 @@ class LayerRecord:
         groups (int): Convolution groups (1 for linear).
         depthwise (bool): Whether the output channels follow the input.
         kernel_area (int): ``k_h * k_w`` (1 for linear).
-        out_spatial (int): Output positions per sample: ``H_out * W_out`` for
-            a convolution, the product of the leading dims for a linear.
+        out_spatial (int): Output positions per traced sample: ``H_out *
+            W_out`` for a convolution (times any patches folded into the
+            batch dim), the product of the other dims for a linear.
         in_node (int): Channel node of the input.
         out_node (int): Channel node of the output.
         norm (str, optional): Name of the batch norm that directly normalises
@@ -191,6 +196,7 @@ class _ChannelTracer(TorchFunctionMode):
         super().__init__()
         self.trace = trace
         self.tags: Dict[int, int] = {}
+        self.axes: Dict[int, int] = {}  # channel dim, when it is not 1
         self.keep: List[Tensor] = []  # keeps tagged tensors (and ids) alive
         self.produced_by: Dict[int, LayerRecord] = {}
         self.owner: Dict[int, Tuple[str, nn.Module]] = {}
@@ -200,9 +206,15 @@ class _ChannelTracer(TorchFunctionMode):
             ):
                 self.owner[id(t)] = (name, module)
 
-    def tag(self, t: Tensor, node: int) -> None:
+    def tag(self, t: Tensor, node: int, axis: int = 1) -> None:
         self.tags[id(t)] = node
+        if axis % max(t.dim(), 1) != 1:
+            self.axes[id(t)] = axis % t.dim()
         self.keep.append(t)
+
+    def axis_of(self, t: Tensor) -> int:
+        """The dim of ``t`` that holds its channels (1 unless permuted)."""
+        return self.axes.get(id(t), 1)
 
     def node_of(self, t: Tensor) -> Optional[int]:
         n = self.tags.get(id(t))
@@ -224,12 +236,23 @@ class _ChannelTracer(TorchFunctionMode):
     def _arg(self, args: tuple, kwargs: dict, idx: int, key: str):
         return args[idx] if len(args) > idx else kwargs.get(key)
 
-    def _input_node(self, x: Tensor, what: str) -> int:
+    def _input_node(self, x: Tensor, what: str, axis: int = 1) -> int:
+        """The node of the channels ``what`` reads from dim ``axis`` of
+        ``x`` (fixed if the tracer has not seen ``x`` or its channels lie
+        in another dim)."""
         node = self.node_of(x)
         if node is None:  # a tensor the tracer has not seen: fixed channels
             node = self.trace.new_node()
             self.trace.fix(node, f'input of {what} has unknown origin')
             self.tag(x, node)
+        elif self.axis_of(x) != axis % x.dim():
+            self.trace.fix(
+                node,
+                f'{what} reads dim {axis % x.dim()} of a tensor whose '
+                f'channels are in dim {self.axis_of(x)}',
+            )
+            node = self.trace.new_node()
+            self.trace.fix(node, f'{what} reads another dim than channels')
         return node
 
     def _layer(self, kind: str, args: tuple, kwargs: dict, out: Tensor):
@@ -237,8 +260,7 @@ class _ChannelTracer(TorchFunctionMode):
         weight = self._arg(args, kwargs, 1, 'weight')
         name, module = self.owner.get(id(weight), (None, None))
         what = name or f'an anonymous {kind}'
-        in_node = self._input_node(x, what)
-        n = x.shape[0]
+        in_node = self._input_node(x, what, 1 if kind == 'conv' else -1)
         if kind == 'conv':
             groups = int(self._arg(args, kwargs, 6, 'groups') or 1)
             depthwise = module is not None and is_depthwise(module)
@@ -261,7 +283,9 @@ class _ChannelTracer(TorchFunctionMode):
                 kernel_area=weight.shape[2] * weight.shape[3],
                 stride=_max_stride(self._arg(args, kwargs, 3, 'stride')),
                 in_size=(x.shape[2], x.shape[3]),
-                out_spatial=out.shape[2] * out.shape[3],
+                # positions per traced sample (the trace runs one): a
+                # network that folds patches into the batch dim runs more
+                out_spatial=out.numel() // out.shape[1],
                 in_node=in_node,
                 out_node=in_node
                 if depthwise and multiplier == 1
@@ -280,15 +304,10 @@ class _ChannelTracer(TorchFunctionMode):
                 groups=1,
                 depthwise=False,
                 kernel_area=1,
-                out_spatial=out.numel() // (n * out.shape[-1]),
+                out_spatial=out.numel() // out.shape[-1],
                 in_node=in_node,
                 out_node=self.trace.new_node(),
             )
-            if x.dim() != 2:  # features are not dim 1: keep them fixed
-                self.trace.fix(in_node, f'{what} takes a {x.dim()}-d input')
-                self.trace.fix(
-                    rec.out_node, f'{what} has a {x.dim()}-d output'
-                )
         dynamic = _sliceable(module)
         rec.dynamic = dynamic
         if not dynamic:
@@ -303,7 +322,7 @@ class _ChannelTracer(TorchFunctionMode):
             self.trace.fix(rec.out_node, f'{what} is called more than once')
         self.trace.layers.append(rec)
         self.produced_by[id(out)] = rec
-        self.tag(out, rec.out_node)
+        self.tag(out, rec.out_node, 1 if kind == 'conv' else -1)
 
     def _norm(self, args: tuple, kwargs: dict, out: Tensor) -> None:
         x = self._arg(args, kwargs, 0, 'input')
@@ -312,7 +331,7 @@ class _ChannelTracer(TorchFunctionMode):
         name, module = self.owner.get(
             id(stat), self.owner.get(id(weight), (None, None))
         )
-        node = self._input_node(x, name or 'a batch norm')
+        node = self._input_node(x, name or 'a batch norm', 1)
         if not _sliceable(module):
             self.trace.fix(
                 node,
@@ -333,14 +352,20 @@ class _ChannelTracer(TorchFunctionMode):
         tagged = [
             (t, self.node_of(t)) for t in inputs if self.node_of(t) is not None
         ]
-        if not tagged:
-            return
         outs = [t for t in tree_flatten(out)[0] if isinstance(t, Tensor)]
+        owners = [self.owner[id(t)] for t in inputs if id(t) in self.owner]
+        if not tagged:
+            # a view or function of a parameter (a layer scale's
+            # ``weight.view(-1, 1, 1)``) stays the parameter's
+            for o in outs if owners else ():
+                self.owner[id(o)] = owners[0]
+                self.keep.append(o)
+            return
         fname = getattr(func, '__name__', str(func))
-        owned = [self.owner[id(t)][0] for t in inputs if id(t) in self.owner]
+        owned = [name for name, _ in owners]
         if owned or fname in ('cat', 'concat', 'concatenate', 'stack'):
             why = (
-                f'{fname} with parameter of {owned[0]}'
+                f'{fname} with parameter of {owned[0] or "the model"}'
                 if owned
                 else f'{fname} joins channels'
             )
@@ -351,25 +376,79 @@ class _ChannelTracer(TorchFunctionMode):
                 self.trace.fix(node, why)
                 self.tag(o, node)
             return
+        if fname in ('permute', 'transpose', 'swapaxes', 'swapdims'):
+            self._move_axis(fname, args, kwargs, tagged, outs)
+            return
         for o in outs:
             if o.dim() < 2:
                 continue
-            same = [
-                n
-                for t, n in tagged
-                if t.dim() >= 2
-                and t.shape[1] == o.shape[1]
-                and t.shape[0] == o.shape[0]
-            ]
-            other = [n for t, n in tagged if n not in same]
-            for node in other:
-                self.trace.fix(node, f'{fname} changes the channel dim')
-            if same:
-                self.tag(o, self.trace.union(same))
+            same, axes, reduced = [], set(), False
+            for t, n in tagged:
+                a = self.axis_of(t)
+                if _keeps_channels(t, a, o):
+                    same.append(n)
+                    axes.add(a)
+                elif fname in _REDUCTIONS and _reduces_channels(t, a, o):
+                    reduced = True  # a statistic over the channels
+                else:
+                    self.trace.fix(n, f'{fname} changes the channel dim')
+            if reduced and not same:
+                continue  # untagged: it broadcasts over any width
+            if same and len(axes) == 1:
+                self.tag(o, self.trace.union(same), axes.pop())
             else:
                 node = self.trace.new_node()
                 self.trace.fix(node, f'{fname} output')
+                for n in same:
+                    self.trace.fix(n, f'{fname} mixes channel layouts')
                 self.tag(o, node)
+
+    def _move_axis(self, fname, args, kwargs, tagged, outs) -> None:
+        """A permute or transpose moves the channel dim of its input."""
+        (t, node), o = tagged[0], outs[0]
+        ndim = t.dim()
+        dims = [a for a in args[1:] if not isinstance(a, Tensor)]
+        if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
+            dims = list(dims[0])
+        dims = dims or list(kwargs.get('dims', kwargs.values()))
+        order = list(range(ndim))
+        if fname == 'permute':
+            order = [int(d) % ndim for d in dims]
+        elif len(dims) == 2:
+            i, j = (int(d) % ndim for d in dims)
+            order[i], order[j] = order[j], order[i]
+        axis = self.axis_of(t)
+        if sorted(order) != list(range(ndim)) or o.dim() != ndim:
+            self.trace.fix(node, f'{fname} with arguments the tracer reads')
+            self.tag(o, node)
+            return
+        self.tag(o, node, order.index(axis))
+
+
+#: Reductions whose output, reduced over the channels to one, is a statistic
+#: per position (e.g. the channel mean of global response normalisation).
+_REDUCTIONS = frozenset(
+    ('mean', 'sum', 'norm', 'amax', 'amin', 'std', 'var', 'logsumexp')
+)
+
+
+def _keeps_channels(t: Tensor, axis: int, o: Tensor) -> bool:
+    """Whether ``o`` has ``t``'s channels (in the same dim, same batch)."""
+    if t.dim() < 2 or o.dim() < 2 or t.shape[0] != o.shape[0]:
+        return False
+    if axis == 1:  # channels first: (N, C, ...) in, (N, C, ...) out
+        return t.shape[1] == o.shape[1]
+    return o.dim() == t.dim() and o.shape[axis] == t.shape[axis]
+
+
+def _reduces_channels(t: Tensor, axis: int, o: Tensor) -> bool:
+    """Whether ``o`` is ``t`` reduced over its channels, keeping the dim."""
+    return (
+        o.dim() == t.dim()
+        and t.shape[axis] > 1
+        and o.shape[axis] == 1
+        and o.shape[0] == t.shape[0]
+    )
 
 
 def dummy_input(model: nn.Module, input_shape: Sequence[int]) -> Tensor:
@@ -501,3 +580,36 @@ def find_units(
             )
         )
     return units
+
+
+def why_no_units(trace: ChannelTrace) -> str:
+    """One line on why a trace has no prunable unit: the two reasons that
+    fix the most layers' output channels, and, for a network of token-wise
+    linear layers, what that means for a transformer.
+
+    Args:
+        trace (ChannelTrace): A trace :func:`find_units` found no unit in.
+
+    Returns:
+        str: The explanation.
+    """
+    counts: Dict[str, int] = {}
+    for rec in trace.layers:
+        if rec.depthwise:
+            continue
+        why = trace.fixed_reason(rec.out_node) or (
+            'coupled with layers of other widths'
+        )
+        counts[why] = counts.get(why, 0) + 1
+    if not counts:
+        return 'the model has no convolution or linear layer'
+    top = sorted(counts.items(), key=lambda kv: -kv[1])[:2]
+    text = '; '.join(f'{n} layers: {why}' for why, n in top)
+    if any(r.kind == 'linear' and r.out_spatial > 1 for r in trace.layers):
+        text += (
+            '; its linear layers act on tokens whose features pass through '
+            'normalisations with parameters, attention heads or token '
+            'mixing, as in a transformer: DMCP prunes channel groups, not '
+            'heads or tokens'
+        )
+    return text
