@@ -486,7 +486,7 @@ class _ScaleHook:
 
     def __call__(self, module: nn.Module, args: tuple, out: Tensor) -> Tensor:
         if isinstance(module, nn.Linear):  # features in the last dim
-            return out * self.scale
+            return out * self.scale.to(out.dtype)
         shape = (1, -1) + (1,) * (out.dim() - 2)
         # in the output's dtype: under autocast a float32 scale would turn
         # every later activation to float32
