@@ -134,3 +134,23 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(('127.0.0.1', 0))
         return sock.getsockname()[1]
+
+
+def load_weights_only(path: Union[str, os.PathLike]) -> dict:
+    """Load a checkpoint as every checkpoint this project writes must load:
+    ``torch.load(..., weights_only=True)`` with nothing allowed beyond
+    :func:`projects.dmcp.compat.checkpoint_safe_globals` (mmengine's
+    message hub, numpy arrays and scalars).
+
+    Args:
+        path: The checkpoint.
+
+    Returns:
+        dict: The loaded checkpoint.
+    """
+    import torch
+
+    from projects.dmcp.compat import checkpoint_safe_globals
+
+    with torch.serialization.safe_globals(checkpoint_safe_globals()):
+        return torch.load(path, map_location='cpu', weights_only=True)

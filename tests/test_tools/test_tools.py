@@ -19,6 +19,7 @@ from tests.utils import (
     TINY_CONFIG,
     failure_excerpt,
     free_port,
+    load_weights_only,
     tiny_cfg_options,
 )
 
@@ -87,7 +88,7 @@ def test_train_writes_checkpoint_in_default_work_dir(trained) -> None:
     assert (work_dir / 'last_checkpoint').is_file()
     assert 'Iter(train) [2/2]' in log
     assert 'accuracy/top1' in log  # validation ran at the last iteration
-    ckpt = torch.load(work_dir / 'iter_2.pth', weights_only=False)
+    ckpt = load_weights_only(work_dir / 'iter_2.pth')
     assert ckpt['meta']['iter'] == 2
     assert ckpt['state_dict']['head.fc.weight'].shape == (3, 512)
 
