@@ -263,7 +263,11 @@ def mmrazor_choices(
 
 
 def mmrazor_to_subnet_doc(
-    kind: str, doc: dict, where: str, architecture: nn.Module
+    kind: str,
+    doc: dict,
+    where: str,
+    architecture: nn.Module,
+    units: Optional[Sequence[RazorUnit]] = None,
 ) -> Dict[str, Any]:
     """Our subnet yaml's content for an mmrazor subnet file.
 
@@ -272,6 +276,8 @@ def mmrazor_to_subnet_doc(
         doc (dict): The parsed file.
         where (str): The file, for errors.
         architecture (nn.Module): The unpruned classifier it prunes.
+        units (Sequence[RazorUnit], optional): :func:`mmrazor_units` of the
+            architecture, if already known. Defaults to None (analysed).
 
     Returns:
         dict: ``{'meta': ..., 'channels': ...}``, as a subnet yaml holds.
@@ -286,7 +292,8 @@ def mmrazor_to_subnet_doc(
                 f'{where}: parse_cfg.type: {parse_cfg.get("type")!r}; only '
                 "mmrazor's ChannelAnalyzer units can be read"
             )
-    units = mmrazor_units(architecture, parse_cfg)
+    if units is None:
+        units = mmrazor_units(architecture, parse_cfg)
     choices = mmrazor_choices(kind, doc, units, where)
     channels = {}
     for unit in units:

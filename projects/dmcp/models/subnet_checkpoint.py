@@ -28,7 +28,9 @@ SEARCH_KEYS = ('mutator.', 'distiller.', 'teacher.', 'sampler_state')
 
 
 def _search_keys(keys: List[str]) -> List[str]:
-    return [k for k in keys if k.startswith(SEARCH_KEYS)]
+    """Keys of a search checkpoint, mutator entries first."""
+    found = [k for k in keys if k.startswith(SEARCH_KEYS)]
+    return sorted(found, key=lambda k: not k.startswith('mutator.'))
 
 
 def map_subnet_state_dict(
