@@ -112,6 +112,35 @@ def test_test_evaluates_checkpoint(
     assert 0.0 <= float(match.group(1)) <= 100.0
 
 
+@pytest.mark.parametrize('kind', ['pickled object', 'truncated'])
+def test_test_refuses_bad_checkpoint_in_one_line(
+    kind: str, tiny_data_root: Path, tmp_path: Path
+) -> None:
+    """A checkpoint that would run code, or a truncated one: one line
+    naming the file and the cause, no traceback, nothing evaluated."""
+    ckpt = tmp_path / 'bad.pth'
+    if kind == 'pickled object':
+        torch.save(dict(state_dict={}, meta=argparse.Namespace()), ckpt)
+    else:
+        torch.save(dict(state_dict={'w': torch.ones(64)}), ckpt)
+        ckpt.write_bytes(ckpt.read_bytes()[:200])
+    result = _run(
+        [sys.executable, str(TOOLS / 'test.py'), str(TINY_CONFIG), str(ckpt)]
+        + ['--work-dir', str(tmp_path / 'test')]
+        + ['--cfg-options']
+        + tiny_cfg_options(tiny_data_root),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    last = result.stdout.strip().splitlines()[-1]
+    cause = 'refused: the checkpoint needs argparse.Namespace'
+    if kind == 'truncated':
+        cause = 'truncated or not a torch checkpoint'
+    assert last.startswith(f'test.py: error: {ckpt}: {cause}'), last
+    assert 'Traceback' not in result.stdout
+    assert 'accuracy/top1' not in result.stdout
+
+
 def test_amp_on_cpu_fails_clearly(tmp_path: Path) -> None:
     if torch.cuda.is_available():
         pytest.skip('CUDA is available: --amp is supported here')

@@ -18,13 +18,23 @@ from typing import Any, Dict, List
 import torch
 from torch import nn
 
-__all__ = ['SubnetCheckpointCheck', 'map_subnet_state_dict']
+from ..compat import CheckpointLoadError
+
+__all__ = [
+    'SubnetCheckpointCheck',
+    'SubnetCheckpointError',
+    'map_subnet_state_dict',
+]
 
 #: Prefix of the wrapped classifier in mmrazor's (and our search's)
 #: algorithm checkpoints.
 ARCH_PREFIX = 'architecture.'
 #: Keys of a search checkpoint that are not classifier weights.
 SEARCH_KEYS = ('mutator.', 'distiller.', 'teacher.', 'sampler_state')
+
+
+class SubnetCheckpointError(CheckpointLoadError):
+    """A checkpoint whose keys or shapes do not fit the subnet model."""
 
 
 def _search_keys(keys: List[str]) -> List[str]:
@@ -48,7 +58,8 @@ def map_subnet_state_dict(
         dict: The state dict with the model's keys.
 
     Raises:
-        ValueError: A key or shape that does not fit, in one line.
+        SubnetCheckpointError: A key or shape that does not fit, in one
+            line.
     """
     keys = [k for k in state if not k.startswith('_')]
     search = _search_keys(keys)
@@ -57,7 +68,7 @@ def map_subnet_state_dict(
         mapped = {k[len(ARCH_PREFIX) :]: state[k] for k in wrapped}
         rest = [k for k in keys if k not in wrapped and k not in search]
         if rest:
-            raise ValueError(
+            raise SubnetCheckpointError(
                 f'checkpoint key {rest[0]}: unexpected beside '
                 f'{ARCH_PREFIX}* weights; it fits no layer of the subnet '
                 f'built from {where}'
@@ -66,28 +77,28 @@ def map_subnet_state_dict(
         mapped = {k: state[k] for k in keys}
     for key, value in model_state.items():
         if key not in mapped:
-            raise ValueError(
+            raise SubnetCheckpointError(
                 f'checkpoint key {key}: missing; the subnet built from '
                 f'{where} needs it (a checkpoint of another model?)'
             )
         got = tuple(getattr(mapped[key], 'shape', ()))
         if got != tuple(value.shape):
             if search:
-                raise ValueError(
+                raise SubnetCheckpointError(
                     f'checkpoint key {key}: shape {got}, the subnet has '
                     f'{tuple(value.shape)}: a search (supernet) checkpoint, '
                     'with unpruned widths '
                     f'and {search[0]}; load_from of a subnet config takes a '
                     'checkpoint of the retrained subnet'
                 )
-            raise ValueError(
+            raise SubnetCheckpointError(
                 f'checkpoint key {key}: shape {got} in the checkpoint, '
                 f'{tuple(value.shape)} in the subnet built from {where} '
                 '(a checkpoint of another subnet?)'
             )
     extra = [k for k in mapped if k not in model_state]
     if extra:
-        raise ValueError(
+        raise SubnetCheckpointError(
             f'checkpoint key {extra[0]}: unexpected; it fits no layer of the '
             f'subnet built from {where}'
         )
