@@ -33,10 +33,12 @@ with compiled ops that match their torch build. On the pinned stack
    a warning (:func:`load_checkpoint_file`).
 
 Each shim checks for the thing it supplies and does nothing where the stack
-already has it. :func:`apply_all` runs them all; it is idempotent and is called
-by ``projects.dmcp.__init__`` and by ``tools/`` before anything imports mmrazor
-or torchvision. None of the shims touches the numerics of the models we train:
-they only let modules import.
+already has it (mmengine has no safe checkpoint loader, so the loading shims
+act wherever mmengine is installed). :func:`apply_all` runs them all; it is
+idempotent and is called by ``projects.dmcp.__init__`` and by ``tools/``
+before anything imports mmrazor or torchvision. None of the shims touches
+the numerics of the models we train: they let modules import and
+checkpoints load.
 
 Separately, :func:`setup_cpu_distributed` (called by ``tools/train.py`` and
 ``tools/test.py``, not by :func:`apply_all`) lets mmengine 0.10.7's launchers
@@ -44,11 +46,9 @@ Separately, :func:`setup_cpu_distributed` (called by ``tools/train.py`` and
 otherwise cannot: see its docstring.
 """
 
-import argparse
 import hashlib
 import importlib
 import importlib.util
-import io
 import logging
 import os
 import os.path as osp
@@ -231,18 +231,6 @@ def patch_backend_pattern_config() -> bool:
     if added:
         _mark('backend_pattern_config')
     return added
-
-
-def _torch_load_defaults_to_weights_only() -> bool:
-    """Whether a bare ``torch.load`` refuses a non-tensor global."""
-    buffer = io.BytesIO()
-    torch.save(argparse.Namespace(), buffer)
-    buffer.seek(0)
-    try:
-        torch.load(buffer)
-    except pickle.UnpicklingError:
-        return True
-    return False
 
 
 # ------------------------------------------------------ safe checkpoint load

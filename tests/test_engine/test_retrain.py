@@ -201,20 +201,15 @@ def test_retrain_test_and_export(searched, tmp_path):
     with torch.no_grad():
         expected = model(inputs, mode='tensor')
 
+    def export(out, *flags):
+        return run_tool(
+            ['python', 'tools/export_subnet.py', str(R18_SUBNET), str(ckpt)]
+            + [str(out), *flags, '--cfg-options', f'model.subnet={subnet}']
+        ).stdout
+
     # default export: a state dict (weights_only=True) and the subnet yaml
     exported = tmp_path / 'dmcp_r18_subnet.pth'
-    proc = run_tool(
-        [
-            'python',
-            'tools/export_subnet.py',
-            str(R18_SUBNET),
-            str(ckpt),
-            str(exported),
-            '--cfg-options',
-            f'model.subnet={subnet}',
-        ]
-    )
-    assert 'loads with torch.load(..., weights_only=True)' in proc.stdout
+    assert 'loads with torch.load(..., weights_only=True)' in export(exported)
     saved = torch.load(exported, map_location='cpu', weights_only=True)
     exported_yaml = tmp_path / 'dmcp_r18_subnet.yaml'
     assert yaml.safe_load(exported_yaml.read_text())['channels'] == channels
@@ -227,19 +222,9 @@ def test_retrain_test_and_export(searched, tmp_path):
 
     # --pickle-module: the pickled classifier, loadable without the repo
     exported = tmp_path / 'dmcp_r18_subnet_module.pth'
-    proc = run_tool(
-        [
-            'python',
-            'tools/export_subnet.py',
-            str(R18_SUBNET),
-            str(ckpt),
-            str(exported),
-            '--pickle-module',
-            '--cfg-options',
-            f'model.subnet={subnet}',
-        ]
+    assert 'loads with mmpretrain, torch' in export(
+        exported, '--pickle-module'
     )
-    assert 'loads with mmpretrain, torch' in proc.stdout
 
     script = tmp_path / 'load_standalone.py'
     script.write_text(LOADER)

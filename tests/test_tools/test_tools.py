@@ -56,6 +56,19 @@ def _run(
     )
 
 
+def _test_tool(
+    ckpt: Path, data_root: Path, tmp_path: Path
+) -> subprocess.CompletedProcess:
+    """``tools/test.py`` on the tiny config and data with ``ckpt``."""
+    return _run(
+        [sys.executable, str(TOOLS / 'test.py'), str(TINY_CONFIG), str(ckpt)]
+        + ['--work-dir', str(tmp_path / 'test')]
+        + ['--cfg-options']
+        + tiny_cfg_options(data_root),
+        cwd=tmp_path,
+    )
+
+
 def _load_tool(name: str) -> ModuleType:
     """Import ``tools/<name>.py`` as a module (its ``main`` does not run)."""
     spec = importlib.util.spec_from_file_location(
@@ -98,13 +111,7 @@ def test_test_evaluates_checkpoint(
 ) -> None:
     cwd, _ = trained
     ckpt = cwd / 'work_dirs' / 'tiny_resnet18' / 'iter_2.pth'
-    result = _run(
-        [sys.executable, str(TOOLS / 'test.py'), str(TINY_CONFIG), str(ckpt)]
-        + ['--work-dir', str(tmp_path / 'test')]
-        + ['--cfg-options']
-        + tiny_cfg_options(tiny_data_root),
-        cwd=tmp_path,
-    )
+    result = _test_tool(ckpt, tiny_data_root, tmp_path)
     assert result.returncode == 0, failure_excerpt(result.stdout)
     assert re.search(r'Load checkpoint from .*iter_2\.pth', result.stdout)
     match = re.search(r'Iter\(test\).*accuracy/top1: ([0-9.]+)', result.stdout)
@@ -124,13 +131,7 @@ def test_test_refuses_bad_checkpoint_in_one_line(
     else:
         torch.save(dict(state_dict={'w': torch.ones(64)}), ckpt)
         ckpt.write_bytes(ckpt.read_bytes()[:200])
-    result = _run(
-        [sys.executable, str(TOOLS / 'test.py'), str(TINY_CONFIG), str(ckpt)]
-        + ['--work-dir', str(tmp_path / 'test')]
-        + ['--cfg-options']
-        + tiny_cfg_options(tiny_data_root),
-        cwd=tmp_path,
-    )
+    result = _test_tool(ckpt, tiny_data_root, tmp_path)
     assert result.returncode == 1
     last = result.stdout.strip().splitlines()[-1]
     cause = 'refused: the checkpoint needs argparse.Namespace'
