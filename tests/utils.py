@@ -127,15 +127,6 @@ def failure_excerpt(output: str, tail: int = 3000) -> str:
     return head + output[-tail:]
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
 def load_weights_only(path: Union[str, os.PathLike]) -> dict:
     """Load a checkpoint as every checkpoint this project writes must load:
     ``torch.load(..., weights_only=True)`` with nothing allowed beyond
@@ -154,3 +145,12 @@ def load_weights_only(path: Union[str, os.PathLike]) -> dict:
 
     with torch.serialization.safe_globals(checkpoint_safe_globals()):
         return torch.load(path, map_location='cpu', weights_only=True)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
