@@ -18,6 +18,14 @@ from tests.utils import DMCP_CONFIGS, REPO_ROOT
 
 METAFILE = DMCP_CONFIGS / 'metafile.yml'
 DEMO = 'dmcp_resnet18-cifar-w16_subnet_fashion-mnist'
+# mmrazor's published subnets: name -> (published top-1, its file)
+MMRAZOR = {
+    'dmcp_resnet50_subnet_mmrazor-2g_in1k': (76.11, 'DMCP_R50_2G.json'),
+    'dmcp_mobilenet-v2_subnet_mmrazor-100m_in1k': (
+        67.22,
+        'DMCP_MBV2_100M.json',
+    ),
+}
 
 
 @pytest.fixture(scope='module')
@@ -39,7 +47,7 @@ def test_model_index_parses_and_checks(index, models):
     assert [c.name for c in index.collections] == ['DMCP']
     paper = index.collections[0].paper
     assert paper['URL'] == 'https://arxiv.org/abs/2005.03354'
-    assert len(models) == len(index.models) == 7  # names are unique
+    assert len(models) == len(index.models) == 9  # names are unique
     for name, model in models.items():
         assert model.in_collection == 'DMCP'
         config = REPO_ROOT / model.config
@@ -51,7 +59,7 @@ def test_model_index_parses_and_checks(index, models):
 
 def test_imagenet_entries_hold_no_unmeasured_results(models):
     for name, model in models.items():
-        if name == DEMO:
+        if name == DEMO or name in MMRAZOR:
             continue
         assert model.metadata.data['Training Data'] == 'ImageNet-1k'
         assert model.results is None or not model.results.data, name
@@ -134,3 +142,55 @@ def test_demo_entry_is_the_shipped_subnet(models):
         assert model(
             torch.zeros(2, *cfg.input_shape), mode='tensor'
         ).shape == (2, 10)
+
+
+def test_demo_entry_sha256_is_the_files(models):
+    import hashlib
+
+    from projects.dmcp.zoo import zoo_sha256
+
+    demo = models[DEMO]
+    sha = demo.metadata.data['Weights SHA256']
+    data = (REPO_ROOT / demo.weights).read_bytes()
+    assert sha == hashlib.sha256(data).hexdigest()
+    assert zoo_sha256(demo.weights) == sha
+    assert zoo_sha256(str(REPO_ROOT / demo.weights)) == sha  # by path
+
+
+@pytest.mark.parametrize(
+    'name',
+    [
+        pytest.param(
+            'dmcp_resnet50_subnet_mmrazor-2g_in1k', marks=pytest.mark.slow
+        ),
+        'dmcp_mobilenet-v2_subnet_mmrazor-100m_in1k',
+    ],
+)
+def test_mmrazor_entries(models, name):
+    """Their published top-1 and weights; the config loads their file and
+    URL; FLOPs and parameters are what get_flops counts."""
+    import importlib.util
+
+    top1, published = MMRAZOR[name]
+    entry = models[name]
+    cfg = Config.fromfile(str(REPO_ROOT / entry.config))
+    assert cfg.load_from == entry.weights
+    assert entry.weights.startswith(
+        'https://download.openmmlab.com/mmrazor/v1/pruning/dmcp/'
+    )
+    assert cfg.model.subnet == f'tests/data/mmrazor/{published}'
+    assert entry.metadata.data['Architecture'] == cfg.model.subnet
+    (result,) = entry.results.data
+    assert result.dataset == 'ImageNet-1k'
+    assert result.metrics['Top 1 Accuracy'] == top1
+    withdrawn = entry.metadata.data.get('Withdrawn', '')
+    assert ('has bugs' in withdrawn) == ('resnet50' in name)
+
+    spec = importlib.util.spec_from_file_location(
+        'get_flops_tool', REPO_ROOT / 'tools' / 'analysis' / 'get_flops.py'
+    )
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    counted = tool.count(cfg)
+    assert counted['flops'] == entry.metadata.data['FLOPs']
+    assert counted['params'] == entry.metadata.data['Parameters']

@@ -129,6 +129,26 @@ def failure_excerpt(output: str, tail: int = 3000) -> str:
     return head + output[-tail:]
 
 
+def load_weights_only(path: Union[str, os.PathLike]) -> dict:
+    """Load a checkpoint as every checkpoint this project writes must load:
+    ``torch.load(..., weights_only=True)`` with nothing allowed beyond
+    :func:`projects.dmcp.compat.checkpoint_safe_globals` (mmengine's
+    message hub, numpy arrays and scalars).
+
+    Args:
+        path: The checkpoint.
+
+    Returns:
+        dict: The loaded checkpoint.
+    """
+    import torch
+
+    from projects.dmcp.compat import checkpoint_safe_globals
+
+    with torch.serialization.safe_globals(checkpoint_safe_globals()):
+        return torch.load(path, map_location='cpu', weights_only=True)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free right now."""
     import socket

@@ -1,28 +1,32 @@
-"""Export a retrained DMCP subnet as a standalone file.
+"""Export a retrained DMCP subnet: its weights and its subnet yaml.
 
 Usage::
 
     python tools/export_subnet.py CONFIG CHECKPOINT OUT
-        [--cfg-options KEY=VALUE ...]
+        [--pickle-module] [--cfg-options KEY=VALUE ...]
 
 ``CONFIG`` is a subnet config (``model.type='mmrazor.DMCPSubnet'``, with the
 same ``model.subnet`` as for training) and ``CHECKPOINT`` a checkpoint of its
-training. ``OUT`` gets (atomically) a ``torch.save`` of a dict:
+training. By default ``OUT`` gets (atomically) a ``torch.save`` of plain
+data that loads with ``torch.load(OUT, weights_only=True)``:
 
-* ``model``: the pruned mmpretrain ``ImageClassifier`` module with the
-  checkpoint's weights, in eval mode. It holds only torch, mmpretrain,
-  mmengine and mmcv classes, so it loads without this repository::
+* ``state_dict``: the pruned classifier's weights (mmpretrain's keys);
+* ``meta``: ``channels`` and ``subnet_meta`` (the subnet yaml),
+  ``architecture`` (the unpruned classifier config), ``flops``, ``params``,
+  ``input_shape`` and ``checkpoint`` (where the weights came from);
 
-      import torch
-      model = torch.load(OUT, map_location='cpu', weights_only=False)['model']
-      logits = model(images, mode='tensor')
+and ``OUT`` with the suffix ``.yaml`` gets the subnet yaml. The config with
+``model.subnet=<that yaml>`` and ``load_from=OUT`` rebuilds the model.
 
-* ``channels`` and ``meta``: the subnet yaml; ``architecture``: the
-  unpruned classifier config; ``flops``, ``params``, ``input_shape``;
-  ``checkpoint``: where the weights came from.
+``--pickle-module`` writes instead the pickled pruned mmpretrain
+``ImageClassifier`` module (``model``) beside the same information: it
+loads without this repository, but only with ``weights_only=False``, that
+is, by running the pickle (trust the file)::
 
-The tool checks that the pickle refers to no module of this repository and
-prints the packages it does refer to.
+    model = torch.load(OUT, map_location='cpu', weights_only=False)['model']
+
+The tool then checks that the pickle refers to no module of this repository
+and prints the packages it does refer to.
 """
 
 import os
@@ -67,6 +71,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('checkpoint', help='checkpoint of its training')
     parser.add_argument('out', help='output file (e.g. dmcp_subnet.pth)')
     parser.add_argument(
+        '--pickle-module',
+        action='store_true',
+        help='save the pickled pruned model (loads without this repository, '
+        'but only with weights_only=False) instead of its state dict',
+    )
+    parser.add_argument(
         '--cfg-options',
         nargs='+',
         action=DictAction,
@@ -110,17 +120,17 @@ def pickled_modules(data: bytes) -> Set[str]:
     return modules
 
 
-def export(cfg: Config, checkpoint: str, out: str) -> dict:
-    """Build the pruned model, load the checkpoint and write ``out``.
+def build_exported_model(cfg: Config, checkpoint: str) -> tuple:
+    """Build the config's pruned model and load the checkpoint strictly.
 
     Args:
         cfg (Config): A subnet config.
         checkpoint (str): The checkpoint.
-        out (str): The output file.
 
     Returns:
-        dict: What was saved, without the model, and ``requires``: the
-        non-standard top-level packages the file refers to.
+        tuple: ``(model, info)``; ``info`` holds ``channels``, ``meta``
+        (the subnet yaml's), ``architecture``, ``flops``, ``params``,
+        ``input_shape`` and ``checkpoint``.
     """
     from mmengine.registry import init_default_scope
     from mmengine.runner import load_checkpoint
@@ -133,6 +143,7 @@ def export(cfg: Config, checkpoint: str, out: str) -> dict:
         load_subnet,
         tensor_forward,
     )
+    from projects.dmcp.models.mmrazor_subnet import read_mmrazor_file
     from projects.dmcp.registry import MODELS
 
     spec = read_model_config(cfg)
@@ -150,7 +161,12 @@ def export(cfg: Config, checkpoint: str, out: str) -> dict:
     model = MODELS.build(model_cfg)
     load_checkpoint(model, checkpoint, map_location='cpu', strict=True)
     model.eval()
-    subnet = load_subnet(model_cfg.subnet)
+    architecture = None
+    if read_mmrazor_file(model_cfg.subnet) is not None:  # resolved on it
+        architecture = MODELS.build(
+            dict(model_cfg.architecture, _scope_='mmpretrain')
+        )
+    subnet = load_subnet(model_cfg.subnet, architecture)
     input_shape = tuple(
         spec.input_shape or subnet['meta'].get('input_shape') or (3, 224, 224)
     )
@@ -163,6 +179,52 @@ def export(cfg: Config, checkpoint: str, out: str) -> dict:
         input_shape=list(input_shape),
         checkpoint=osp.abspath(checkpoint),
     )
+    return model, info
+
+
+def export(cfg: Config, checkpoint: str, out: str) -> dict:
+    """Write the weights (a state dict, loadable with
+    ``weights_only=True``) to ``out`` and the subnet yaml beside it.
+
+    Args:
+        cfg (Config): A subnet config.
+        checkpoint (str): The checkpoint.
+        out (str): The output file.
+
+    Returns:
+        dict: What was saved besides the weights, and ``yaml``: the subnet
+        yaml written.
+    """
+    from projects.dmcp.models import dump_subnet
+
+    model, info = build_exported_model(cfg, checkpoint)
+    meta = dict(info, subnet_meta=info['meta'])
+    del meta['meta']
+    buf = io.BytesIO()
+    torch.save(dict(state_dict=model.state_dict(), meta=meta), buf)
+    yaml_path = osp.splitext(out)[0] + '.yaml'
+    subnet_meta = dict(
+        info['meta'], flops=info['flops'], input_shape=info['input_shape']
+    )
+    dump_subnet(yaml_path, info['channels'], subnet_meta)
+    _atomic_write_bytes(out, buf.getvalue())
+    return dict(info, yaml=yaml_path)
+
+
+def export_module(cfg: Config, checkpoint: str, out: str) -> dict:
+    """Write the pickled pruned model to ``out`` (``--pickle-module``).
+
+    Args:
+        cfg (Config): A subnet config.
+        checkpoint (str): The checkpoint.
+        out (str): The output file.
+
+    Returns:
+        dict: What was saved, without the model, and ``requires``: the
+        non-standard top-level packages the file refers to.
+    """
+    model, info = build_exported_model(cfg, checkpoint)
+    model._load_state_dict_pre_hooks.clear()  # hooks of this repository
     buf = io.BytesIO()
     torch.save(dict(info, model=model), buf)
     modules = pickled_modules(buf.getvalue())
@@ -203,7 +265,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
         argv (list[str], optional): Arguments. Defaults to None.
 
     Returns:
-        dict: What :func:`export` returned.
+        dict: What :func:`export` (or :func:`export_module`) returned.
     """
     from projects.dmcp.models import format_flops
 
@@ -211,12 +273,21 @@ def main(argv: Optional[List[str]] = None) -> dict:
     cfg = Config.fromfile(args.config)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
-    info = export(cfg, args.checkpoint, args.out)
+    if args.pickle_module:
+        info = export_module(cfg, args.checkpoint, args.out)
+        how = (
+            f'loads with {", ".join(info["requires"])} (torch.load(..., '
+            "weights_only=False)['model']: trust the file)"
+        )
+    else:
+        info = export(cfg, args.checkpoint, args.out)
+        how = (
+            f'subnet yaml {info["yaml"]}; the state dict loads with '
+            'torch.load(..., weights_only=True)'
+        )
     print(
         f'Exported {args.out}: {format_flops(info["flops"])} FLOPs at '
-        f'{tuple(info["input_shape"])}, {info["params"]} parameters; loads '
-        f'with {", ".join(info["requires"])} (torch.load(..., '
-        "weights_only=False)['model'])",
+        f'{tuple(info["input_shape"])}, {info["params"]} parameters; {how}',
         flush=True,
     )
     return info

@@ -1,6 +1,9 @@
 """Slim a trained checkpoint for release, as mmpretrain's publish_model.py:
 keep the weights and meta, drop the optimizer and the message hub, and name
-the file with the first 8 hex digits of its sha256.
+the file with the first 8 hex digits of its sha256 (put the full sha256,
+which the tool prints, in the zoo entry's ``Weights SHA256``). The input is
+loaded with ``weights_only=True``; the output holds only tensors and plain
+data.
 
     python tools/publish_checkpoint.py work_dirs/x/epoch_3.pth \
         checkpoints/dmcp_x.pth   # -> checkpoints/dmcp_x-1a2b3c4d.pth
@@ -8,7 +11,7 @@ the file with the first 8 hex digits of its sha256.
 
 import argparse
 import hashlib
-import os
+import io
 import os.path as osp
 import sys
 
@@ -32,21 +35,21 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    ckpt = torch.load(args.checkpoint, map_location='cpu', weights_only=False)
+    ckpt = compat.load_checkpoint_file(args.checkpoint, map_location='cpu')
     meta = {
-        k: v
+        k: v.item() if hasattr(v, 'item') else v  # numpy scalars -> Python
         for k, v in ckpt.get('meta', {}).items()
         if k in ('epoch', 'iter', 'seed', 'experiment_name', 'mmengine')
     }
     slim = dict(state_dict=ckpt['state_dict'], meta=meta)
-    tmp = args.out + '.tmp'
-    torch.save(slim, tmp)
-    data = open(tmp, 'rb').read()
-    os.remove(tmp)
+    buf = io.BytesIO()
+    torch.save(slim, buf)
+    data = buf.getvalue()
     stem, ext = osp.splitext(args.out)
     out = f'{stem}-{hashlib.sha256(data).hexdigest()[:8]}{ext or ".pth"}'
     atomic_write(out, data)
     print(out)
+    print(f'sha256: {hashlib.sha256(data).hexdigest()}')
 
 
 if __name__ == '__main__':

@@ -111,7 +111,10 @@ def main() -> None:
         runner = Runner.from_cfg(cfg)
     else:
         runner = RUNNERS.build(cfg)
-    runner.test()
+    try:
+        runner.test()
+    except compat.CheckpointLoadError as e:  # refused, truncated, 404...
+        sys.exit(f'{osp.basename(__file__)}: error: {e}')
     compat.teardown_distributed()
 
 

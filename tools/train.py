@@ -150,7 +150,10 @@ def main() -> None:
         runner = Runner.from_cfg(cfg)
     else:
         runner = RUNNERS.build(cfg)
-    runner.train()
+    try:
+        runner.train()
+    except compat.CheckpointLoadError as e:  # refused, truncated, 404...
+        sys.exit(f'{osp.basename(__file__)}: error: {e}')
     compat.teardown_distributed()
 
 

@@ -22,21 +22,23 @@ with compiled ops that match their torch build. On the pinned stack
 4. Since torch 2.6 ``torch.load`` defaults to ``weights_only=True``, and
    mmengine 0.10.7 loads local checkpoints without saying otherwise, so it
    cannot read its own checkpoints back (their message hub pickles
-   ``HistoryBuffer`` and numpy arrays): ``load_from``, ``resume`` and
-   ``tools/test.py`` fail with ``Weights only load failed``. The shim
-   re-registers mmengine's local-file loader with ``weights_only=False``, as
-   the upstream fix (open-mmlab/mmengine PR #1650) does. Checkpoints given
-   by URL (``load_from=https://...``, ``init_cfg=dict(type='Pretrained',
-   checkpoint=https://...)``) go through mmengine's ``load_url``; on this
-   stack that is ``torch.hub.load_state_dict_from_url``, which already
-   passes ``weights_only=False``, so its shim only acts where the URL loader
-   does not (:func:`patch_mmengine_url_loading`).
+   ``HistoryBuffer`` and numpy arrays), while checkpoints given by URL go
+   through ``torch.hub.load_state_dict_from_url``, which passes
+   ``weights_only=False``: a downloaded file could run code. The shims
+   re-register mmengine's local-file loader and replace its ``load_url``
+   with loaders that use ``weights_only=True`` plus an allowlist of what
+   mmengine's checkpoints hold (:func:`checkpoint_safe_globals`); downloads
+   are checked against the zoo's sha256 (:func:`download_checkpoint`).
+   ``DMCP_UNSAFE_LOAD=1`` loads with ``weights_only=False`` instead and logs
+   a warning (:func:`load_checkpoint_file`).
 
 Each shim checks for the thing it supplies and does nothing where the stack
-already has it. :func:`apply_all` runs them all; it is idempotent and is called
-by ``projects.dmcp.__init__`` and by ``tools/`` before anything imports mmrazor
-or torchvision. None of the shims touches the numerics of the models we train:
-they only let modules import.
+already has it (mmengine has no safe checkpoint loader, so the loading shims
+act wherever mmengine is installed). :func:`apply_all` runs them all; it is
+idempotent and is called by ``projects.dmcp.__init__`` and by ``tools/``
+before anything imports mmrazor or torchvision. None of the shims touches
+the numerics of the models we train: they let modules import and
+checkpoints load.
 
 Separately, :func:`setup_cpu_distributed` (called by ``tools/train.py`` and
 ``tools/test.py``, not by :func:`apply_all`) lets mmengine 0.10.7's launchers
@@ -44,15 +46,18 @@ Separately, :func:`setup_cpu_distributed` (called by ``tools/train.py`` and
 otherwise cannot: see its docstring.
 """
 
-import argparse
+import hashlib
 import importlib
 import importlib.util
-import inspect
-import io
+import logging
+import os
 import os.path as osp
 import pickle
+import re
 import sys
-from typing import Any, Callable, Dict, List
+import warnings
+from typing import IO, Any, Callable, Dict, List, Optional, Union
+from urllib.parse import urlparse
 
 import torch
 
@@ -64,6 +69,14 @@ __all__ = [
     'patch_backend_pattern_config',
     'patch_mmengine_checkpoint_loading',
     'patch_mmengine_url_loading',
+    'load_checkpoint_file',
+    'checkpoint_safe_globals',
+    'download_checkpoint',
+    'expected_sha256',
+    'check_sha256',
+    'unsafe_load_allowed',
+    'CheckpointLoadError',
+    'UNSAFE_LOAD_ENV',
     'setup_cpu_distributed',
     'teardown_distributed',
 ]
@@ -220,21 +233,162 @@ def patch_backend_pattern_config() -> bool:
     return added
 
 
-def _torch_load_defaults_to_weights_only() -> bool:
-    """Whether a bare ``torch.load`` refuses a non-tensor global."""
-    buffer = io.BytesIO()
-    torch.save(argparse.Namespace(), buffer)
-    buffer.seek(0)
+# ------------------------------------------------------ safe checkpoint load
+#: Set this environment variable to ``1`` to load checkpoints with
+#: ``weights_only=False`` (full pickle: only for files you trust).
+UNSAFE_LOAD_ENV = 'DMCP_UNSAFE_LOAD'
+#: torch hub's convention: ``name-<sha256 prefix>.pth`` (8 to 64 hex digits).
+_HASH_IN_NAME = re.compile(r'-([a-f0-9]{8,64})\.')
+
+
+class CheckpointLoadError(ValueError):
+    """A checkpoint that is refused or cannot be read; the message is one
+    line naming the file (or URL) and the cause."""
+
+
+def unsafe_load_allowed() -> bool:
+    """Whether the user opted in to full-pickle loading
+    (``DMCP_UNSAFE_LOAD=1``).
+
+    Returns:
+        bool: True if the environment variable is ``1``/``true``/``yes``.
+    """
+    value = os.environ.get(UNSAFE_LOAD_ENV, '').strip().lower()
+    return value in ('1', 'true', 'yes')
+
+
+def _history_buffer_getattr(obj: Any, name: str) -> Any:
+    """``getattr`` as the weights-only unpickler may call it: only to fetch
+    one of ``HistoryBuffer``'s statistics methods (mmengine pickles its
+    ``_statistics_methods`` dict that way), nothing else."""
+    from mmengine.logging.history_buffer import HistoryBuffer
+
+    allowed = {'min', 'max', 'current', 'mean'}
+    allowed.update(HistoryBuffer._statistics_methods)
+    if obj is HistoryBuffer and name in allowed:
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(
+        f'getattr({getattr(obj, "__name__", type(obj).__name__)}, {name!r})'
+    )
+
+
+def checkpoint_safe_globals() -> List[Any]:
+    """The classes and functions besides tensors that mmengine's own
+    checkpoints hold, allowed when loading with ``weights_only=True``.
+
+    They are the message hub's ``HistoryBuffer`` (with its statistics
+    methods, fetched by a ``getattr`` restricted to them) and what numpy
+    pickles arrays, scalars and dtypes with. Object and structured dtypes
+    are left out.
+
+    Returns:
+        list: Entries for :func:`torch.serialization.safe_globals`.
+    """
+    import numpy as np
+    from mmengine.logging.history_buffer import HistoryBuffer
+
+    allowed: List[Any] = [HistoryBuffer, np.ndarray, np.dtype]
+    for mod_name in ('numpy._core.multiarray', 'numpy.core.multiarray'):
+        try:
+            mod = importlib.import_module(mod_name)
+        except ImportError:
+            continue
+        for fn in ('_reconstruct', 'scalar'):
+            if hasattr(mod, fn):
+                allowed.append((getattr(mod, fn), f'{mod_name}.{fn}'))
+    dtypes = getattr(np, 'dtypes', None)
+    for name in dir(dtypes) if dtypes is not None else ():
+        if name.endswith('DType') and name not in ('ObjectDType', 'VoidDType'):
+            allowed.append(getattr(dtypes, name))
+    for builtins_name in ('builtins.getattr', '__builtin__.getattr'):
+        allowed.append((_history_buffer_getattr, builtins_name))
+    return allowed
+
+
+def _refused_global(error: Exception) -> str:
+    """The global a weights-only load refused, from torch's message."""
+    text = str(error)
+    for pattern in (r'GLOBAL ([\w.]+)', r"but got <class '([\w.]+)'>"):
+        match = re.search(pattern, text)
+        if match:
+            return match.group(1)
+    boilerplate = ('Weights only load failed', 'Please file', 'Check the')
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in lines:
+        if not line.startswith(boilerplate):
+            return line
+    return type(error).__name__
+
+
+def load_checkpoint_file(
+    f: Union[str, 'os.PathLike', IO[bytes]],
+    map_location: Any = None,
+    name: Optional[str] = None,
+) -> Any:
+    """Load a checkpoint with ``weights_only=True`` and the allowlist of
+    :func:`checkpoint_safe_globals`.
+
+    With ``DMCP_UNSAFE_LOAD=1`` the file is loaded with
+    ``weights_only=False`` instead (a warning is logged): a pickle can run
+    any code, so do that only for files you trust.
+
+    Args:
+        f (str | PathLike | file): The checkpoint.
+        map_location: Same as :func:`torch.load`. Defaults to None.
+        name (str, optional): What to call the file in errors (a URL).
+            Defaults to None (the path).
+
+    Returns:
+        The loaded object.
+
+    Raises:
+        FileNotFoundError: ``f`` is a path that does not exist.
+        CheckpointLoadError: The file needs a class outside the allowlist,
+            or is truncated or not a torch checkpoint.
+    """
+    where = name or (
+        os.fspath(f) if isinstance(f, (str, os.PathLike)) else 'checkpoint'
+    )
+    if isinstance(f, (str, os.PathLike)) and not osp.isfile(f):
+        raise FileNotFoundError(f'{where}: no such checkpoint file')
+    if unsafe_load_allowed():
+        _warn_unsafe(where)
+        return torch.load(f, map_location=map_location, weights_only=False)
     try:
-        torch.load(buffer)
-    except pickle.UnpicklingError:
-        return True
-    return False
+        with torch.serialization.safe_globals(checkpoint_safe_globals()):
+            return torch.load(f, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointLoadError(
+            f'{where}: refused: the checkpoint needs '
+            f'{_refused_global(e)}, which loading with weights_only=True '
+            f'does not allow (a pickle can run code); if you trust the file, '
+            f'set {UNSAFE_LOAD_ENV}=1'
+        ) from None
+    except (RuntimeError, EOFError, ValueError, OSError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        first = first.split('. ')[0].rstrip('.')
+        raise CheckpointLoadError(
+            f'{where}: truncated or not a torch checkpoint ({first})'
+        ) from None
+
+
+def _warn_unsafe(where: str) -> None:
+    message = (
+        f'{UNSAFE_LOAD_ENV}=1: loading {where} with weights_only=False; a '
+        'pickled checkpoint can run arbitrary code, load only files you '
+        'trust'
+    )
+    try:
+        from mmengine.logging import print_log
+
+        print_log(message, logger='current', level=logging.WARNING)
+    except ImportError:  # pragma: no cover  (mmengine is a dependency)
+        warnings.warn(message, stacklevel=3)
 
 
 def _load_from_local(filename: str, map_location: Any = None) -> Any:
     """Load a checkpoint from a local file (mmengine's ``load_from_local``,
-    with ``weights_only=False``).
+    loading with :func:`load_checkpoint_file`).
 
     Args:
         filename: Local checkpoint path (``~`` is expanded).
@@ -246,23 +400,28 @@ def _load_from_local(filename: str, map_location: Any = None) -> Any:
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
         raise FileNotFoundError(f'{filename} can not be found.')
-    return torch.load(filename, map_location=map_location, weights_only=False)
+    check_sha256(filename, _zoo_sha256(filename), filename)
+    return load_checkpoint_file(filename, map_location)
 
 
 # mmengine logs ``Loads checkpoint by <name[10:]> backend``: keep ``local``.
 _load_from_local.__name__ = 'load_from_local'
+_load_from_local._dmcp_safe = True
 
 
 def patch_mmengine_checkpoint_loading() -> bool:
-    """Let mmengine load its own local checkpoints on torch >= 2.6.
+    """Make mmengine load local checkpoints safely.
 
-    Replaces the loader registered for local paths (prefix ``''``) in
+    mmengine 0.10.7 loads local checkpoints with a bare ``torch.load``: on
+    torch >= 2.6 that refuses its own checkpoints (their message hub pickles
+    ``HistoryBuffer`` and numpy arrays), and where ``weights_only`` defaults
+    to False it runs whatever a pickle holds. This replaces the loader
+    registered for local paths (prefix ``''``) in
     ``mmengine.runner.checkpoint.CheckpointLoader``, and the module's
     ``load_from_local`` that ``load_from_openmmlab`` calls, with one that
-    passes ``weights_only=False``. Does nothing when mmengine is missing,
-    when ``torch.load`` does not default to weights-only loading (torch < 2.6,
-    or ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``), or when the registered loader
-    already passes ``weights_only``.
+    loads with ``weights_only=True`` and :func:`checkpoint_safe_globals`
+    (:func:`load_checkpoint_file`). Does nothing when mmengine is missing or
+    the loader is already this one.
 
     Returns:
         bool: True if the loader was replaced by this call.
@@ -272,11 +431,7 @@ def patch_mmengine_checkpoint_loading() -> bool:
     except ImportError:
         return False
     loader = ckpt.CheckpointLoader._schemes.get('')
-    try:
-        source = inspect.getsource(loader)
-    except (OSError, TypeError):
-        source = ''
-    if 'weights_only' in source or not _torch_load_defaults_to_weights_only():
+    if getattr(loader, '_dmcp_safe', False):
         return False
     ckpt.CheckpointLoader.register_scheme('', _load_from_local, force=True)
     ckpt.load_from_local = _load_from_local
@@ -284,105 +439,166 @@ def patch_mmengine_checkpoint_loading() -> bool:
     return True
 
 
-def _passes_weights_only_false(load_url: Callable) -> bool:
-    """Whether a URL loader calls ``torch.load`` with ``weights_only=False``
-    by default (``torch.hub.load_state_dict_from_url`` does; mmengine's own
-    ``load_url`` for torch < 1.7 has no such argument)."""
-    if getattr(load_url, '_dmcp_weights_only_false', False):
-        return True
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def expected_sha256(url: str) -> Optional[str]:
+    """The sha256 a download must have: the model zoo's (``SHA256`` in
+    ``configs/pruning/dmcp/metafile.yml`` for an entry whose ``Weights`` is
+    ``url``), else the hex prefix in the file name (torch hub's
+    ``name-<sha256 prefix>.pth``).
+
+    Args:
+        url (str): The checkpoint's URL.
+
+    Returns:
+        str | None: The full hash or a prefix of it; None if unknown.
+    """
+    known = _zoo_sha256(url)
+    if known:
+        return known
+    match = _HASH_IN_NAME.search(osp.basename(urlparse(url).path))
+    return match.group(1) if match else None
+
+
+def _zoo_sha256(weights: str) -> Optional[str]:
     try:
-        param = inspect.signature(load_url).parameters.get('weights_only')
-    except (TypeError, ValueError):
-        return False
-    return param is not None and param.default is False
+        from .zoo import zoo_sha256
+    except ImportError:  # compat.py loaded on its own, outside the package
+        return None
+    return zoo_sha256(weights)
 
 
-def _url_loader(original: Callable) -> Callable:
-    """``original`` (mmengine's ``load_url``) loading with
-    ``weights_only=False``: passed on if it takes the argument, else the
-    file is downloaded to the same cache and loaded here."""
+def check_sha256(path: str, expected: Optional[str], where: str) -> None:
+    """Refuse a file whose sha256 does not start with ``expected``.
+
+    Args:
+        path (str): The file.
+        expected (str, optional): Full hash or prefix; None checks nothing.
+        where (str): What to name in the error (the URL).
+
+    Raises:
+        CheckpointLoadError: The hash differs.
+    """
+    if not expected:
+        return
+    got = _sha256(path)
+    if not got.startswith(expected.lower()):
+        raise CheckpointLoadError(
+            f'{where}: sha256 {got[:16]}... differs from the expected '
+            f'{expected[:16]}...; refusing the download (corrupt, or not the '
+            'published file)'
+        )
+
+
+def download_checkpoint(
+    url: str,
+    model_dir: Optional[str] = None,
+    progress: bool = True,
+    file_name: Optional[str] = None,
+) -> str:
+    """Download ``url`` once into ``model_dir`` and check its hash
+    (:func:`expected_sha256`). A failed download or a wrong hash leaves
+    nothing in the cache.
+
+    Args:
+        url (str): The checkpoint's URL.
+        model_dir (str, optional): Download folder. Defaults to None (torch
+            hub's ``checkpoints`` folder).
+        progress (bool): Show a progress bar. Defaults to True.
+        file_name (str, optional): Name of the downloaded file. Defaults to
+            None (the URL's).
+
+    Returns:
+        str: The local file.
+
+    Raises:
+        CheckpointLoadError: Download failed (e.g. HTTP 404) or the hash
+            differs.
+    """
+    import tempfile
+    import urllib.error
+
+    from torch.hub import download_url_to_file, get_dir
+
+    folder = model_dir or osp.join(get_dir(), 'checkpoints')
+    name = file_name or osp.basename(urlparse(url).path)
+    cached = osp.join(folder, name)
+    expected = expected_sha256(url)
+    if osp.exists(cached):
+        check_sha256(cached, expected, f'{url} (cached as {cached})')
+        return cached
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.part-', suffix=name)
+    os.close(fd)
     try:
-        takes_weights_only = (
-            'weights_only' in inspect.signature(original).parameters
-        )
-    except (TypeError, ValueError):
-        takes_weights_only = False
+        sys.stderr.write(f'Downloading: "{url}" to {cached}\n')
+        try:
+            download_url_to_file(url, tmp, None, progress=progress)
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            reason = getattr(e, 'reason', None) or e
+            code = getattr(e, 'code', None)
+            what = f'HTTP {code} {reason}' if code else str(reason)
+            raise CheckpointLoadError(
+                f'{url}: download failed ({what})'
+            ) from None
+        check_sha256(tmp, expected, url)
+        os.replace(tmp, cached)
+    finally:
+        if osp.exists(tmp):
+            os.remove(tmp)
+    return cached
 
-    def load_url(
-        url: str,
-        model_dir: Any = None,
-        map_location: Any = None,
-        progress: bool = True,
-        check_hash: bool = False,
-        file_name: Any = None,
-    ) -> Any:
-        """Download (once, into ``model_dir``, by default torch hub's
-        ``checkpoints`` folder) and load a checkpoint with
-        ``weights_only=False``.
 
-        Args:
-            url: The checkpoint's URL.
-            model_dir: Download folder. Defaults to None (torch hub's).
-            map_location: Same as :func:`torch.load`.
-            progress: Show a progress bar. Defaults to True.
-            check_hash: Check the sha256 prefix in the file name. Defaults
-                to False.
-            file_name: Name of the downloaded file. Defaults to None (the
-                URL's).
+def _safe_load_url(
+    url: str,
+    model_dir: Any = None,
+    map_location: Any = None,
+    progress: bool = True,
+    check_hash: bool = False,
+    file_name: Any = None,
+) -> Any:
+    """mmengine's ``load_url``, downloading with
+    :func:`download_checkpoint` (hash checked) and loading with
+    :func:`load_checkpoint_file`.
 
-        Returns:
-            The loaded checkpoint.
-        """
-        kwargs = dict(
-            model_dir=model_dir,
-            map_location=map_location,
-            progress=progress,
-            check_hash=check_hash,
-            file_name=file_name,
-        )
-        if takes_weights_only:
-            return original(url, weights_only=False, **kwargs)
-        import os
-        import re
-        from urllib.parse import urlparse
+    Args:
+        url: The checkpoint's URL.
+        model_dir: Download folder. Defaults to None (torch hub's).
+        map_location: Same as :func:`torch.load`. Defaults to None.
+        progress: Show a progress bar. Defaults to True.
+        check_hash: Accepted for compatibility; the hash is always checked
+            where one is known. Defaults to False.
+        file_name: Name of the downloaded file. Defaults to None (the
+            URL's).
 
-        from torch.hub import download_url_to_file, get_dir
+    Returns:
+        The loaded checkpoint.
+    """
+    cached = download_checkpoint(url, model_dir, progress, file_name)
+    return load_checkpoint_file(cached, map_location, name=url)
 
-        folder = model_dir or osp.join(get_dir(), 'checkpoints')
-        os.makedirs(folder, exist_ok=True)
-        name = file_name or osp.basename(urlparse(url).path)
-        cached = osp.join(folder, name)
-        if not osp.exists(cached):
-            sys.stderr.write(f'Downloading: "{url}" to {cached}\n')
-            match = re.search(r'-([a-f0-9]*)\.', name) if check_hash else None
-            download_url_to_file(
-                url,
-                cached,
-                match.group(1) if match else None,
-                progress=progress,
-            )
-        return torch.load(
-            cached, map_location=map_location, weights_only=False
-        )
 
-    load_url._dmcp_weights_only_false = True
-    return load_url
+_safe_load_url._dmcp_safe = True
 
 
 def patch_mmengine_url_loading() -> bool:
-    """Let mmengine load checkpoints from URLs on a torch whose
-    ``torch.load`` defaults to weights-only loading.
+    """Make mmengine load checkpoints from URLs safely.
 
     mmengine's ``load_from_http`` (behind the ``http://``/``https://``
     schemes, ``torchvision://``, ``open-mmlab://`` and ``mmcls://``) calls
-    ``mmengine.runner.checkpoint.load_url``. Where that loader does not
-    pass ``weights_only=False`` it is wrapped so that it does: mmengine
-    checkpoints hold non-tensor metadata (the message hub's
-    ``HistoryBuffer``, numpy arrays, the config text). Does nothing when
-    mmengine is missing, when ``torch.load`` does not default to
-    weights-only loading, or when the loader already passes
-    ``weights_only=False`` by default (``torch.hub.load_state_dict_from_url``
-    does on torch 2.x, so on the pinned stack this is a no-op).
+    ``mmengine.runner.checkpoint.load_url``; on this stack that is
+    ``torch.hub.load_state_dict_from_url``, which loads with
+    ``weights_only=False``, so a downloaded file could run code. It is
+    replaced by :func:`_safe_load_url`: the download is checked against the
+    zoo's sha256 (or the hash in its name) and loaded like a local file
+    (:func:`load_checkpoint_file`). Does nothing when mmengine is missing or
+    the loader is already this one.
 
     Returns:
         bool: True if the loader was replaced by this call.
@@ -391,12 +607,9 @@ def patch_mmengine_url_loading() -> bool:
         ckpt = importlib.import_module('mmengine.runner.checkpoint')
     except ImportError:
         return False
-    original = getattr(ckpt, 'load_url', None)
-    if original is None or _passes_weights_only_false(original):
+    if getattr(getattr(ckpt, 'load_url', None), '_dmcp_safe', False):
         return False
-    if not _torch_load_defaults_to_weights_only():
-        return False
-    ckpt.load_url = _url_loader(original)
+    ckpt.load_url = _safe_load_url
     _mark('mmengine_url_loading')
     return True
 

@@ -7,6 +7,7 @@ in subprocesses; the others remove the thing in this process with
 ``monkeypatch`` (which puts it back afterwards) and call the shim.
 """
 
+import hashlib
 import json
 import os
 import subprocess
@@ -244,158 +245,255 @@ def unpatched_loader(monkeypatch: pytest.MonkeyPatch) -> Any:
     return checkpoint
 
 
+class _RunsCode:
+    """Unpickling it creates the folder ``path``: a stand-in for a payload."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (os.makedirs, (self.path,))
+
+
+class _FetchesMethod:
+    """Unpickling it calls ``getattr(HistoryBuffer, name)``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __reduce__(self):
+        from mmengine.logging import HistoryBuffer
+
+        return (getattr, (HistoryBuffer, self.name))
+
+
+def _mmengine_checkpoint(path: Path) -> None:
+    """What a Runner saves: weights, meta with numpy scalars, a message
+    hub with ``HistoryBuffer``s (numpy arrays, statistics methods)."""
+    import numpy as np
+    from mmengine.logging import MessageHub
+    from mmengine.runner import save_checkpoint
+
+    hub = MessageHub('compat_test')
+    hub.update_scalar('train/loss', 1.5)
+    hub.update_scalar('train/lr', np.float32(0.25))
+    hub.update_info('iter', 3)
+    save_checkpoint(
+        dict(
+            meta=dict(seed=np.int64(3), epoch=1),
+            state_dict=OrderedDict(w=torch.ones(2)),
+            message_hub=hub.state_dict(),
+        ),
+        str(path),
+    )
+
+
 def test_patch_mmengine_checkpoint_loading(
     unpatched_loader: Any, applied: List[str], tmp_path: Path
 ) -> None:
     import pickle
 
-    from mmengine.logging import HistoryBuffer
-
     checkpoint = unpatched_loader
-    path = str(tmp_path / 'ckpt.pth')
-    torch.save(
-        dict(message_hub=dict(loss=HistoryBuffer([1.0, 2.0], [1, 1]))), path
-    )
+    path = tmp_path / 'ckpt.pth'
+    _mmengine_checkpoint(path)
     with pytest.raises(pickle.UnpicklingError, match='Weights only'):
-        checkpoint.CheckpointLoader.load_checkpoint(path)
+        checkpoint.CheckpointLoader.load_checkpoint(str(path))
 
     assert compat.patch_mmengine_checkpoint_loading() is True
     assert applied == ['mmengine_checkpoint_loading']
-    loaded = checkpoint.CheckpointLoader.load_checkpoint(path)
-    assert loaded['message_hub']['loss'].mean() == 1.5
-    assert checkpoint.load_from_local(path, None)['message_hub']
+    loaded = checkpoint.CheckpointLoader.load_checkpoint(str(path))
+    hub = loaded['message_hub']
+    assert hub['log_scalars']['train/loss'].mean() == 1.5
+    assert hub['log_scalars']['train/lr'].statistics('max') == 0.25
+    assert loaded['meta']['seed'] == 3
+    assert checkpoint.load_from_local(str(path), None)['message_hub']
     with pytest.raises(FileNotFoundError):
         checkpoint.CheckpointLoader.load_checkpoint(str(tmp_path / 'no.pth'))
     assert compat.patch_mmengine_checkpoint_loading() is False  # done
 
 
-def test_patch_mmengine_checkpoint_loading_noop_without_weights_only(
-    unpatched_loader: Any,
-    applied: List[str],
-    monkeypatch: pytest.MonkeyPatch,
+def test_arbitrary_pickled_object_is_refused_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
-    assert compat.patch_mmengine_checkpoint_loading() is False
-    schemes = unpatched_loader.CheckpointLoader._schemes
-    assert schemes[''] is _mmengine_0_10_7_loader
-    assert applied == []
+    from mmengine.runner import CheckpointLoader
+
+    monkeypatch.delenv(compat.UNSAFE_LOAD_ENV, raising=False)
+    marker = tmp_path / 'payload_ran'
+    path = tmp_path / 'evil.pth'
+    torch.save(dict(state_dict={}, extra=_RunsCode(str(marker))), path)
+    with pytest.raises(compat.CheckpointLoadError) as info:
+        CheckpointLoader.load_checkpoint(str(path))
+    message = str(info.value)
+    assert message.startswith(f'{path}: refused: the checkpoint needs ')
+    assert 'os.makedirs' in message or 'posix.makedirs' in message
+    assert compat.UNSAFE_LOAD_ENV in message and '\n' not in message
+    assert not marker.exists()
+
+
+def test_unsafe_load_is_an_explicit_opt_in_that_warns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mmengine.logging import MMLogger
+
+    marker = tmp_path / 'payload_ran'
+    path = tmp_path / 'trusted.pth'
+    torch.save(dict(extra=_RunsCode(str(marker))), path)
+    monkeypatch.setenv(compat.UNSAFE_LOAD_ENV, '1')
+    logger = MMLogger.get_instance('compat_unsafe_test')
+    records = []
+    monkeypatch.setattr(
+        logger, 'warning', lambda msg, *a, **k: records.append(msg)
+    )
+    monkeypatch.setattr(
+        logger,
+        'log',
+        lambda level, msg, *a, **k: records.append(msg),
+    )
+    with monkeypatch.context() as m:
+        m.setattr(MMLogger, 'get_current_instance', lambda: logger)
+        compat.load_checkpoint_file(str(path))
+    assert marker.is_dir()  # the pickle ran: that is what the opt-in means
+    assert any('weights_only=False' in r and str(path) in r for r in records)
+
+
+@pytest.mark.parametrize('name', ['__init__', 'statistics', '__class__'])
+def test_getattr_is_limited_to_history_buffer_statistics(
+    name: str, tmp_path: Path
+) -> None:
+    path = tmp_path / 'getattr.pth'
+    torch.save(dict(fn=_FetchesMethod(name)), path)
+    with pytest.raises(compat.CheckpointLoadError, match='refused.*getattr'):
+        compat.load_checkpoint_file(str(path))
+    torch.save(dict(fn=_FetchesMethod('mean')), path)
+    from mmengine.logging import HistoryBuffer
+
+    assert compat.load_checkpoint_file(str(path))['fn'] is HistoryBuffer.mean
+
+
+def test_truncated_checkpoint_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / 'ckpt.pth'
+    _mmengine_checkpoint(path)
+    cut = tmp_path / 'cut.pth'
+    cut.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(compat.CheckpointLoadError) as info:
+        compat.load_checkpoint_file(str(cut))
+    message = str(info.value)
+    assert message.startswith(f'{cut}: truncated or not a torch checkpoint')
+    assert '\n' not in message
 
 
 # ------------------------------------------------ mmengine_url_loading
-def _mmengine_old_load_url(
-    url: str,
-    model_dir: Any = None,
-    map_location: Any = None,
-    progress: bool = True,
-    check_hash: bool = False,
-    file_name: Any = None,
-) -> Any:
-    """A URL loader without ``weights_only`` (mmengine's own ``load_url``
-    for old torch): downloads, then a bare ``torch.load``."""
-    from torch.hub import download_url_to_file, get_dir
-
-    folder = model_dir or os.path.join(get_dir(), 'checkpoints')
-    os.makedirs(folder, exist_ok=True)
-    cached = os.path.join(folder, file_name or url.rsplit('/', 1)[-1])
-    if not os.path.exists(cached):
-        download_url_to_file(url, cached, progress=False)
-    return torch.load(cached, map_location=map_location)
-
-
-def _weights_only_by_default(url: str, weights_only: bool = True, **kw):
-    """A URL loader that takes ``weights_only`` but defaults to True (what
-    a future torch hub might do)."""
-    from torch.hub import download_url_to_file, get_dir
-
-    folder = os.path.join(get_dir(), 'checkpoints')
-    os.makedirs(folder, exist_ok=True)
-    cached = os.path.join(folder, 'future_' + url.rsplit('/', 1)[-1])
-    if not os.path.exists(cached):
-        download_url_to_file(url, cached, progress=False)
-    return torch.load(
-        cached, map_location=kw.get('map_location'), weights_only=weights_only
-    )
-
-
 @pytest.fixture
-def served_checkpoint(
+def served_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[str]:
-    """URL of an mmengine-style checkpoint (a ``HistoryBuffer`` in it)
-    served on 127.0.0.1; downloads go to a temporary ``TORCH_HOME``."""
-    from mmengine.logging import HistoryBuffer
-
+) -> Iterator[Any]:
+    """A folder served on 127.0.0.1 holding an mmengine checkpoint
+    ``ckpt.pth``; downloads go to a temporary ``TORCH_HOME``."""
     from tests.http_utils import serve_directory
 
     folder = tmp_path / 'served'
     folder.mkdir()
-    torch.save(
-        dict(
-            state_dict=dict(w=torch.ones(2)),
-            message_hub=dict(loss=HistoryBuffer([1.0, 2.0], [1, 1])),
-        ),
-        folder / 'ckpt.pth',
-    )
+    _mmengine_checkpoint(folder / 'ckpt.pth')
     monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
     with serve_directory(folder) as served:
-        yield f'{served.url}/ckpt.pth'
+        served.folder = folder
+        served.cache = tmp_path / 'torch_home' / 'hub' / 'checkpoints'
+        yield served
 
 
-@pytest.mark.parametrize(
-    'old_loader', [_mmengine_old_load_url, _weights_only_by_default]
-)
 def test_patch_mmengine_url_loading(
-    old_loader: Any,
-    served_checkpoint: str,
-    applied: List[str],
-    monkeypatch: pytest.MonkeyPatch,
+    served_folder: Any, applied: List[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import pickle
-
-    from mmengine.runner import checkpoint
-
-    monkeypatch.setattr(checkpoint, 'load_url', old_loader)
-    with pytest.raises(pickle.UnpicklingError, match='Weights only'):
-        checkpoint.CheckpointLoader.load_checkpoint(served_checkpoint)
-
-    assert compat.patch_mmengine_url_loading() is True
-    assert applied == ['mmengine_url_loading']
-    loaded = checkpoint.CheckpointLoader.load_checkpoint(
-        served_checkpoint, map_location='cpu'
-    )
-    assert loaded['message_hub']['loss'].mean() == 1.5
-    assert torch.equal(loaded['state_dict']['w'], torch.ones(2))
-    assert compat.patch_mmengine_url_loading() is False  # done
-
-
-def test_patch_mmengine_url_loading_noop_on_pinned_stack(
-    served_checkpoint: str, applied: List[str]
-) -> None:
-    """torch hub's loader passes weights_only=False: nothing to patch, and
-    mmengine loads a checkpoint with non-tensor metadata by URL."""
     from mmengine.runner import checkpoint
     from torch.hub import load_state_dict_from_url
 
-    loader = checkpoint.load_url
-    if loader is not load_state_dict_from_url:
-        pytest.skip("mmengine's load_url is not torch hub's on this stack")
-    assert compat.patch_mmengine_url_loading() is False
-    assert checkpoint.load_url is loader
-    assert applied == []
-    loaded = checkpoint.CheckpointLoader.load_checkpoint(served_checkpoint)
-    assert loaded['message_hub']['loss'].mean() == 1.5
+    monkeypatch.setattr(checkpoint, 'load_url', load_state_dict_from_url)
+    assert compat.patch_mmengine_url_loading() is True
+    assert applied == ['mmengine_url_loading']
+    loaded = checkpoint.CheckpointLoader.load_checkpoint(
+        f'{served_folder.url}/ckpt.pth', map_location='cpu'
+    )
+    assert loaded['message_hub']['log_scalars']['train/loss'].mean() == 1.5
+    assert torch.equal(loaded['state_dict']['w'], torch.ones(2))
+    assert (served_folder.cache / 'ckpt.pth').is_file()
+    assert compat.patch_mmengine_url_loading() is False  # done
 
 
-def test_patch_mmengine_url_loading_noop_without_weights_only(
-    applied: List[str], monkeypatch: pytest.MonkeyPatch
+def test_url_with_pickled_object_is_refused(served_folder: Any) -> None:
+    from mmengine.runner import CheckpointLoader
+
+    marker = served_folder.folder / 'payload_ran'
+    torch.save(
+        dict(extra=_RunsCode(str(marker))), served_folder.folder / 'evil.pth'
+    )
+    url = f'{served_folder.url}/evil.pth'
+    with pytest.raises(compat.CheckpointLoadError, match=f'^{url}: refused'):
+        CheckpointLoader.load_checkpoint(url)
+    assert not marker.exists()
+
+
+def test_url_404_is_one_line_and_writes_nothing(served_folder: Any) -> None:
+    from mmengine.runner import CheckpointLoader
+
+    url = f'{served_folder.url}/missing.pth'
+    with pytest.raises(compat.CheckpointLoadError) as info:
+        CheckpointLoader.load_checkpoint(url)
+    assert str(info.value).startswith(f'{url}: download failed (HTTP 404')
+    cache = served_folder.cache
+    assert not cache.exists() or list(cache.iterdir()) == []
+
+
+def test_hash_in_file_name_is_checked(served_folder: Any) -> None:
+    from mmengine.runner import CheckpointLoader
+
+    data = (served_folder.folder / 'ckpt.pth').read_bytes()
+    good = hashlib.sha256(data).hexdigest()[:8]
+    bad = 'deadbeef' if good != 'deadbeef' else 'feedbeef'
+    for prefix in (good, bad):
+        (served_folder.folder / f'ckpt-{prefix}.pth').write_bytes(data)
+    url = f'{served_folder.url}/ckpt-{good}.pth'
+    assert CheckpointLoader.load_checkpoint(url)['state_dict']
+    url = f'{served_folder.url}/ckpt-{bad}.pth'
+    with pytest.raises(compat.CheckpointLoadError) as info:
+        CheckpointLoader.load_checkpoint(url)
+    assert str(info.value).startswith(f'{url}: sha256 {good}')
+    assert 'refusing the download' in str(info.value)
+    assert not (served_folder.cache / f'ckpt-{bad}.pth').exists()
+    leftovers = [p.name for p in served_folder.cache.iterdir()]
+    assert leftovers == [f'ckpt-{good}.pth']
+
+
+def test_zoo_hash_is_checked(
+    served_folder: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mmengine.runner import checkpoint
+    """A URL listed in the zoo must have the zoo's sha256, whatever its
+    name; a cached copy that differs is refused too."""
+    import yaml
+    from mmengine.runner import CheckpointLoader
 
-    monkeypatch.setattr(checkpoint, 'load_url', _mmengine_old_load_url)
-    monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
-    assert compat.patch_mmengine_url_loading() is False
-    assert checkpoint.load_url is _mmengine_old_load_url
-    assert applied == []
+    from projects.dmcp import zoo
+
+    url = f'{served_folder.url}/ckpt.pth'
+    data = (served_folder.folder / 'ckpt.pth').read_bytes()
+    metafile = tmp_path / 'metafile.yml'
+
+    def zoo_with(sha: str) -> None:
+        entry = dict(Name='x', Weights=url, Metadata={'Weights SHA256': sha})
+        metafile.write_text(yaml.safe_dump(dict(Models=[entry])))
+
+    monkeypatch.setattr(zoo, 'METAFILE', str(metafile))
+    monkeypatch.setattr(
+        zoo.zoo_sha256, '__defaults__', (str(metafile),), raising=True
+    )
+    zoo_with('0' * 64)
+    with pytest.raises(compat.CheckpointLoadError, match='differs from'):
+        CheckpointLoader.load_checkpoint(url)
+    assert not (served_folder.cache / 'ckpt.pth').exists()
+    zoo_with(hashlib.sha256(data).hexdigest())
+    assert CheckpointLoader.load_checkpoint(url)['state_dict']
+    zoo_with('1' * 64)  # the cached file no longer matches
+    with pytest.raises(compat.CheckpointLoadError, match='cached as'):
+        CheckpointLoader.load_checkpoint(url)
 
 
 # --------------------------------------------------- setup_cpu_distributed

@@ -25,12 +25,13 @@ from tests.search_utils import (
     tiny_config,
     tiny_search_options,
 )
+from tests.utils import load_weights_only
 
 EPOCHS = 6
 
 
 def _state(path):
-    state = torch.load(path, map_location='cpu', weights_only=False)
+    state = load_weights_only(path)
     return {k: v for k, v in state['state_dict'].items()}
 
 

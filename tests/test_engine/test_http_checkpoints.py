@@ -3,8 +3,10 @@ Runner's ``load_from`` and ``init_cfg=dict(type='Pretrained', ...)``, from a
 local HTTP server on 127.0.0.1.
 
 The checkpoints carry mmengine's non-tensor metadata (the message hub's
-``HistoryBuffer``), which ``torch.load`` refuses unless ``weights_only`` is
-False (see ``projects/dmcp/compat.py: patch_mmengine_url_loading``).
+``HistoryBuffer``), which a bare ``torch.load(..., weights_only=True)``
+refuses; they load with ``weights_only=True`` and the allowlist of
+``projects/dmcp/compat.py: checkpoint_safe_globals``. A search checkpoint
+given to a subnet config is refused in one line.
 """
 
 from pathlib import Path
@@ -56,7 +58,7 @@ def build(cfg: Config) -> torch.nn.Module:
 
 def runner_checkpoint(model: torch.nn.Module, path: Path) -> None:
     """Save ``model`` as a Runner does: state dict plus a message hub (a
-    ``HistoryBuffer``, not loadable with ``weights_only=True``)."""
+    ``HistoryBuffer``, not loadable by a bare ``weights_only=True`` load)."""
     hub = MessageHub('http_checkpoint_test')
     hub.update_scalar('train/loss', 1.5)
     save_checkpoint(
@@ -182,3 +184,18 @@ def test_pretrained_init_cfg_by_url(kind, served, torch_home, tmp_path):
     runner.model.init_weights()
     assert_same_state(runner.model, served['states'][kind])
     _downloaded(kind, served, torch_home)
+
+
+def test_supernet_checkpoint_into_subnet_config_is_refused(
+    served, torch_home, tmp_path
+):
+    cfg = _config('subnet', served)
+    cfg.work_dir = str(tmp_path / 'work')
+    cfg.load_from = _url('supernet', served)
+    runner = Runner.from_cfg(cfg)
+    with pytest.raises(ValueError) as info:
+        runner.load_or_resume()
+    message = str(info.value)
+    assert message.startswith('checkpoint key backbone.conv1.weight: shape')
+    assert 'a search (supernet) checkpoint' in message
+    assert 'mutator.' in message and '\n' not in message

@@ -21,7 +21,7 @@ from tests.search_utils import (
     run_tool,
     tiny_search_options,
 )
-from tests.utils import REPO_ROOT, free_port
+from tests.utils import REPO_ROOT, free_port, load_weights_only
 
 R18_SUBNET = (
     REPO_ROOT
@@ -153,7 +153,7 @@ def test_retrain_test_and_export(searched, tmp_path):
     assert f'DMCP subnet {subnet}' in log
 
     ckpt = work / 'epoch_1.pth'
-    state = torch.load(ckpt, map_location='cpu', weights_only=False)
+    state = load_weights_only(ckpt)
     weights = state['state_dict']
     assert not any(
         k.startswith(('architecture.', 'mutator.')) for k in weights
@@ -179,29 +179,19 @@ def test_retrain_test_and_export(searched, tmp_path):
     )
     assert 'accuracy/top1' in proc.stdout + proc.stderr
 
-    exported = tmp_path / 'dmcp_r18_subnet.pth'
-    proc = run_tool(
-        [
-            'python',
-            'tools/export_subnet.py',
-            str(R18_SUBNET),
-            str(ckpt),
-            str(exported),
-            '--cfg-options',
-            f'model.subnet={subnet}',
-        ]
-    )
-    assert 'loads with mmpretrain, torch' in proc.stdout
-
     # reference logits: the config's model with the checkpoint, here
     cfg = Config.fromfile(str(R18_SUBNET))
-    model = MODELS.build(
-        dict(
-            cfg.model,
-            subnet=str(subnet),
-            data_preprocessor=cfg.data_preprocessor,
+
+    def build_model(subnet_file):
+        return MODELS.build(
+            dict(
+                cfg.model,
+                subnet=str(subnet_file),
+                data_preprocessor=cfg.data_preprocessor,
+            )
         )
-    )
+
+    model = build_model(subnet)
     load_checkpoint(model, str(ckpt), map_location='cpu')
     model.eval()
     inputs = torch.randn(
@@ -210,6 +200,31 @@ def test_retrain_test_and_export(searched, tmp_path):
     torch.save(inputs, tmp_path / 'inputs.pt')
     with torch.no_grad():
         expected = model(inputs, mode='tensor')
+
+    def export(out, *flags):
+        return run_tool(
+            ['python', 'tools/export_subnet.py', str(R18_SUBNET), str(ckpt)]
+            + [str(out), *flags, '--cfg-options', f'model.subnet={subnet}']
+        ).stdout
+
+    # default export: a state dict (weights_only=True) and the subnet yaml
+    exported = tmp_path / 'dmcp_r18_subnet.pth'
+    assert 'loads with torch.load(..., weights_only=True)' in export(exported)
+    saved = torch.load(exported, map_location='cpu', weights_only=True)
+    exported_yaml = tmp_path / 'dmcp_r18_subnet.yaml'
+    assert yaml.safe_load(exported_yaml.read_text())['channels'] == channels
+    assert saved['meta']['channels'] == channels
+    rebuilt = build_model(exported_yaml)
+    load_checkpoint(rebuilt, str(exported), map_location='cpu', strict=True)
+    rebuilt.eval()
+    with torch.no_grad():
+        assert torch.equal(rebuilt(inputs, mode='tensor'), expected)
+
+    # --pickle-module: the pickled classifier, loadable without the repo
+    exported = tmp_path / 'dmcp_r18_subnet_module.pth'
+    assert 'loads with mmpretrain, torch' in export(
+        exported, '--pickle-module'
+    )
 
     script = tmp_path / 'load_standalone.py'
     script.write_text(LOADER)

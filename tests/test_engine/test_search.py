@@ -13,7 +13,7 @@ from tests.search_utils import (
     run_tool,
     tiny_search_options,
 )
-from tests.utils import TEST_DATA, free_port
+from tests.utils import TEST_DATA, free_port, load_weights_only
 
 
 @pytest.fixture(scope='module')
@@ -37,9 +37,7 @@ def _train(config, work_dir, opts, *extra):
 
 
 def _alpha_and_weights(ckpt_path):
-    state = torch.load(ckpt_path, map_location='cpu', weights_only=False)[
-        'state_dict'
-    ]
+    state = load_weights_only(ckpt_path)['state_dict']
     return {
         k: v
         for k, v in state.items()

@@ -128,3 +128,28 @@ def test_json_last_line(r18_yaml):
         flops=flops, params=result['params'], input_shape=[3, 32, 32]
     )
     assert isinstance(result['params'], int) and result['params'] > 0
+
+
+@pytest.mark.slow
+def test_counts_mmrazors_published_r50_subnet(tool, capsys):
+    """The issue's command: our ResNet-50 subnet config with mmrazor's
+    DMCP_R50_2G.json; the same count as its reproduction config."""
+    from tests.mmrazor_utils import MMRAZOR_DATA
+
+    subnet = MMRAZOR_DATA / 'DMCP_R50_2G.json'
+    config = CONFIGS / 'dmcp_resnet50_subnet_32xb64_in1k.py'
+    result = tool.main([str(config), '--subnet', str(subnet), '--json'])
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed == {
+        'flops': result['flops'],
+        'params': result['params'],
+        'input_shape': [3, 224, 224],
+    }
+    full = tool.main([str(R50), '--json'])
+    assert 0.5 * full['flops'] < result['flops'] < 0.6 * full['flops']
+    reproduction = CONFIGS / 'dmcp_resnet50_subnet_mmrazor-2g_in1k.py'
+    again = tool.main([str(reproduction), '--json'])
+    assert (again['flops'], again['params']) == (
+        result['flops'],
+        result['params'],
+    )

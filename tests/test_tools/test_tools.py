@@ -19,6 +19,7 @@ from tests.utils import (
     TINY_CONFIG,
     failure_excerpt,
     free_port,
+    load_weights_only,
     tiny_cfg_options,
 )
 
@@ -55,6 +56,19 @@ def _run(
     )
 
 
+def _test_tool(
+    ckpt: Path, data_root: Path, tmp_path: Path
+) -> subprocess.CompletedProcess:
+    """``tools/test.py`` on the tiny config and data with ``ckpt``."""
+    return _run(
+        [sys.executable, str(TOOLS / 'test.py'), str(TINY_CONFIG), str(ckpt)]
+        + ['--work-dir', str(tmp_path / 'test')]
+        + ['--cfg-options']
+        + tiny_cfg_options(data_root),
+        cwd=tmp_path,
+    )
+
+
 def _load_tool(name: str) -> ModuleType:
     """Import ``tools/<name>.py`` as a module (its ``main`` does not run)."""
     spec = importlib.util.spec_from_file_location(
@@ -87,7 +101,7 @@ def test_train_writes_checkpoint_in_default_work_dir(trained) -> None:
     assert (work_dir / 'last_checkpoint').is_file()
     assert 'Iter(train) [2/2]' in log
     assert 'accuracy/top1' in log  # validation ran at the last iteration
-    ckpt = torch.load(work_dir / 'iter_2.pth', weights_only=False)
+    ckpt = load_weights_only(work_dir / 'iter_2.pth')
     assert ckpt['meta']['iter'] == 2
     assert ckpt['state_dict']['head.fc.weight'].shape == (3, 512)
 
@@ -97,18 +111,35 @@ def test_test_evaluates_checkpoint(
 ) -> None:
     cwd, _ = trained
     ckpt = cwd / 'work_dirs' / 'tiny_resnet18' / 'iter_2.pth'
-    result = _run(
-        [sys.executable, str(TOOLS / 'test.py'), str(TINY_CONFIG), str(ckpt)]
-        + ['--work-dir', str(tmp_path / 'test')]
-        + ['--cfg-options']
-        + tiny_cfg_options(tiny_data_root),
-        cwd=tmp_path,
-    )
+    result = _test_tool(ckpt, tiny_data_root, tmp_path)
     assert result.returncode == 0, failure_excerpt(result.stdout)
     assert re.search(r'Load checkpoint from .*iter_2\.pth', result.stdout)
     match = re.search(r'Iter\(test\).*accuracy/top1: ([0-9.]+)', result.stdout)
     assert match, failure_excerpt(result.stdout)
     assert 0.0 <= float(match.group(1)) <= 100.0
+
+
+@pytest.mark.parametrize('kind', ['pickled object', 'truncated'])
+def test_test_refuses_bad_checkpoint_in_one_line(
+    kind: str, tiny_data_root: Path, tmp_path: Path
+) -> None:
+    """A checkpoint that would run code, or a truncated one: one line
+    naming the file and the cause, no traceback, nothing evaluated."""
+    ckpt = tmp_path / 'bad.pth'
+    if kind == 'pickled object':
+        torch.save(dict(state_dict={}, meta=argparse.Namespace()), ckpt)
+    else:
+        torch.save(dict(state_dict={'w': torch.ones(64)}), ckpt)
+        ckpt.write_bytes(ckpt.read_bytes()[:200])
+    result = _test_tool(ckpt, tiny_data_root, tmp_path)
+    assert result.returncode == 1
+    last = result.stdout.strip().splitlines()[-1]
+    cause = 'refused: the checkpoint needs argparse.Namespace'
+    if kind == 'truncated':
+        cause = 'truncated or not a torch checkpoint'
+    assert last.startswith(f'test.py: error: {ckpt}: {cause}'), last
+    assert 'Traceback' not in result.stdout
+    assert 'accuracy/top1' not in result.stdout
 
 
 def test_amp_on_cpu_fails_clearly(tmp_path: Path) -> None:

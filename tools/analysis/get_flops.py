@@ -88,7 +88,8 @@ def count(cfg: Config, subnet: Optional[str] = None, shape=None) -> dict:
 
     Args:
         cfg (Config): The config.
-        subnet (str, optional): A subnet yaml to prune to. Defaults to None.
+        subnet (str, optional): A subnet yaml (or an mmrazor subnet file)
+            to prune to. Defaults to None.
         shape (list[int], optional): ``[H, W]`` or ``[S]``. Defaults to
             None.
 
@@ -105,6 +106,7 @@ def count(cfg: Config, subnet: Optional[str] = None, shape=None) -> dict:
         load_subnet,
         tensor_forward,
     )
+    from projects.dmcp.models.mmrazor_subnet import read_mmrazor_file
     from projects.dmcp.registry import MODELS
 
     spec = read_model_config(cfg)
@@ -112,7 +114,8 @@ def count(cfg: Config, subnet: Optional[str] = None, shape=None) -> dict:
     cfg_shape, units, arch = spec.input_shape, spec.units, spec.architecture
 
     meta_shape = None
-    if subnet is not None:
+    if subnet is not None and read_mmrazor_file(subnet) is None:
+        # (mmrazor's subnet files are for 224x224, the default)
         meta_shape = load_subnet(subnet)['meta'].get('input_shape')
     base = cfg_shape or meta_shape or (3, 224, 224)
     if shape:

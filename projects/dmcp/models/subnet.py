@@ -44,6 +44,8 @@ from ..registry import MODELS
 from .algorithm import tensor_forward
 from .flops import FlopsTable, format_flops
 from .layers import Conv2dAdaptivePadding, DynamicConv2dAdaptivePadding
+from .mmrazor_subnet import resolve_mmrazor_subnet
+from .subnet_checkpoint import SubnetCheckpointCheck
 from .tracer import ChannelTrace, UnitSpec, find_units, trace_channels
 
 __all__ = [
@@ -111,16 +113,22 @@ def _hint_for_missing(path: str) -> str:
     )
 
 
-def load_subnet(path: Union[str, os.PathLike]) -> Dict[str, Any]:
+def load_subnet(
+    path: Union[str, os.PathLike], architecture: Optional[nn.Module] = None
+) -> Dict[str, Any]:
     """Read a subnet yaml and check its format.
 
     The widths are checked against a model by :func:`check_channels`; this
     function checks what it can without one: a readable, non-empty text
     file holding a mapping with an optional ``meta`` mapping and a non-empty
-    ``channels`` mapping from layer names to integers.
+    ``channels`` mapping from layer names to integers. mmrazor's published
+    subnet files are read too (:mod:`.mmrazor_subnet`, detected by content),
+    given the unpruned ``architecture`` they prune.
 
     Args:
         path (str | PathLike): The file.
+        architecture (nn.Module, optional): The unpruned classifier, to
+            resolve an mmrazor subnet on. Defaults to None.
 
     Returns:
         dict: ``{'meta': dict, 'channels': dict[str, int]}`` in file order.
@@ -161,6 +169,7 @@ def load_subnet(path: Union[str, os.PathLike]) -> Dict[str, Any]:
         raise ValueError(
             f'{path}: not valid yaml ({problem}{where})'
         ) from None
+    doc = resolve_mmrazor_subnet(doc, path, architecture)
     return check_subnet_doc(doc, path)
 
 
@@ -401,15 +410,18 @@ class SubnetPlan:
     full_flops: int
 
 
-def _read(subnet: Union[str, os.PathLike, dict]) -> tuple:
+def _read(
+    subnet: Union[str, os.PathLike, dict], model: Optional[nn.Module] = None
+) -> tuple:
     if isinstance(subnet, dict):
-        return 'model.subnet', check_subnet_doc(dict(subnet))
+        doc = resolve_mmrazor_subnet(dict(subnet), 'model.subnet', model)
+        return 'model.subnet', check_subnet_doc(doc)
     if not isinstance(subnet, (str, os.PathLike)):
         raise TypeError(
             'model.subnet must be the path of a subnet yaml, got '
             f'{type(subnet).__name__}'
         )
-    return os.fspath(subnet), load_subnet(subnet)
+    return os.fspath(subnet), load_subnet(subnet, model)
 
 
 def plan_subnet(
@@ -436,7 +448,7 @@ def plan_subnet(
     Returns:
         SubnetPlan: What to change.
     """
-    where, doc = _read(subnet)
+    where, doc = _read(subnet, model)
     if input_shape is None:
         input_shape = doc['meta'].get('input_shape') or (3, 224, 224)
     if not _is_shape(input_shape):
@@ -655,4 +667,4 @@ def build_subnet(
             logger='current',
             level=logging.WARNING,
         )
-    return model
+    return SubnetCheckpointCheck.attach(model, plan.where)
