@@ -555,11 +555,16 @@ def report(results: List[dict], calib: dict, argv: str, secs: float) -> str:
             f'| {r["saturated_mean"]:.1f}/{r["alphas"]} '
             f'| {r["ms_per_step"]:.2f} |'
         )
-    lines += ['', '## Per factor (runs in band, final E/T range)', '']
+    lines += [
+        '',
+        '## Per factor (runs in band; final E/T range; min E/T after '
+        'reaching)',
+        '',
+    ]
     for r in results:
         cells = ', '.join(
-            f'{f}x: {v["in_band"]} ({v["final_min"]:.3f}..'
-            f'{v["final_max"]:.3f})'
+            f'{f}x: {v["in_band"]} ({v["final_min"]:.4f}..'
+            f'{v["final_max"]:.4f}; {v["min_after_reach"]:.3f})'
             for f, v in r['per_factor'].items()
         )
         lines.append(f'- {r["config"]} {r["mode"]} {r["target"]}: {cells}')

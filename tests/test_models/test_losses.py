@@ -20,10 +20,11 @@ def flops(value):
     return torch.tensor(float(value), dtype=torch.float64, requires_grad=True)
 
 
+@pytest.mark.parametrize('mode', ['official', 'paper'])
 @pytest.mark.parametrize('ratio', [0.99, 0.995, 1.0])
-def test_zero_inside_margin(ratio):
+def test_zero_inside_margin(ratio, mode):
     e = flops(ratio * T)
-    loss = budget_loss(e, T, gamma=0.99)
+    loss = budget_loss(e, T, gamma=0.99, mode=mode)
     assert loss.item() == 0.0
     assert loss.requires_grad  # still attached to the graph
     loss.backward()
@@ -54,22 +55,29 @@ def test_official_mode_measures_above_target_from_gamma_t(ratio):
     assert abs(e.grad.item()) <= 1.0 / ((1 - gamma) * T)
 
 
-@pytest.mark.parametrize('ratio', [1.0001, 1.5, 3.0])
-def test_bounded_mode_is_the_official_tangent_above_target(ratio):
-    """Above T: log((1 - gamma) T) + (E - T) / ((1 - gamma) T), whose
-    gradient is the bound 1 / ((1 - gamma) T) however far E is."""
+@pytest.mark.parametrize('ratio', [0.996, 1.0001, 1.5, 3.0])
+def test_bounded_mode_is_a_line_above_the_middle_of_the_band(ratio):
+    """Above c = (1 + gamma) / 2 * T: log((1 - gamma) T) + (E - c) /
+    ((1 - gamma) T), whose gradient is the bound 1 / ((1 - gamma) T)
+    however far E is."""
     gamma = 0.99
     margin = (1 - gamma) * T
+    middle = (1 + gamma) / 2 * T
     e = flops(ratio * T)
     loss = budget_loss(e, T, gamma=gamma)
-    want = math.log(margin) + (ratio * T - T) / margin
+    want = math.log(margin) + (ratio * T - middle) / margin
     assert loss.item() == pytest.approx(want)
     loss.backward()
     assert e.grad.item() == pytest.approx(1.0 / margin)
-    # continuous with the official form at T, in value and slope
-    near = flops(T * (1 + 1e-9))
-    official = budget_loss(near, T, gamma=gamma, mode='official')
-    assert budget_loss(near, T, gamma).item() == pytest.approx(official.item())
+
+
+@pytest.mark.parametrize('ratio', [0.99, 0.993, 0.995])
+def test_bounded_mode_is_zero_in_the_lower_half_of_the_band(ratio):
+    e = flops(ratio * T)
+    loss = budget_loss(e, T, gamma=0.99)
+    assert loss.item() == 0.0
+    loss.backward()
+    assert e.grad.item() == 0.0
 
 
 @pytest.mark.parametrize('ratio', [0.98, 0.2])
@@ -125,7 +133,7 @@ def test_module_weights_the_loss_and_is_registered():
     e = flops(2 * T)
     margin = 0.05 * T
     assert module(e).item() == pytest.approx(
-        0.3 * (math.log(margin) + T / margin)
+        0.3 * (math.log(margin) + (2 - 0.975) * T / margin)
     )
     assert module(flops(0.97 * T)).item() == 0.0
 

@@ -32,11 +32,14 @@ def budget_loss(
       gradient is at most ``1 / ((1 - gamma) * T)``; but above ``T`` it
       fades as ``1 / (E - gamma * T)``, so a strong task-loss push can hold
       ``E`` far above the target.
-    * ``'bounded'`` (default): below the band as ``'official'``; above ``T``
-      the tangent of ``'official'`` at ``T``, ``log((1 - gamma) * T) + (E -
-      T) / ((1 - gamma) * T)``. The gradient is at most ``1 / ((1 - gamma)
-      * T)`` everywhere, and above ``T`` it is that bound, however far
-      ``E`` is: no kick below the target and no equilibrium above it.
+    * ``'bounded'`` (default): below the band as ``'official'``; above the
+      middle of the band, ``c = (1 + gamma) / 2 * T``, the line ``log((1 -
+      gamma) * T) + (E - c) / ((1 - gamma) * T)``. The gradient is at most
+      ``1 / ((1 - gamma) * T)`` everywhere and that bound above ``c``,
+      however far ``E`` is: no kick below the target and no equilibrium
+      above it. The task loss pushes ``E`` up to where the budget starts
+      to push back, so starting at the middle of the band leaves half of it
+      for the last steps' oscillation, and the search ends inside it.
 
     Computed on the device of ``expected_flops`` without reading it on the
     host (no sync).
@@ -49,18 +52,20 @@ def budget_loss(
             ``'bounded'``.
 
     Returns:
-        Tensor: The loss, a scalar in the dtype of ``expected_flops``; zero
-        (still attached to the graph) inside the margin.
+        Tensor: The loss, in the shape and dtype of ``expected_flops``;
+        zero (still attached to the graph) inside the margin (``'bounded'``:
+        its lower half).
     """
     check_budget_mode(mode)
     e = expected_flops
-    above, below = e > target, e < gamma * target
+    upper = (1 + gamma) / 2 * target if mode == 'bounded' else target
+    above, below = e > upper, e < gamma * target
     # Each branch is clamped to at least one MAC, so that the branch
     # torch.where does not take never puts an inf into the gradient.
     low = torch.log((target - e).clamp_min(1.0))
     if mode == 'bounded':
         margin = max((1 - gamma) * target, 1.0)
-        high = math.log(margin) + (e - target) / margin
+        high = math.log(margin) + (e - upper) / margin
     else:
         pole = target if mode == 'paper' else gamma * target
         high = torch.log((e - pole).clamp_min(1.0))
