@@ -15,8 +15,8 @@ from mmengine.hooks import Hook
 from mmengine.runner import Runner
 
 import projects.dmcp  # noqa: F401
-from projects.dmcp.engine.loop import unwrap
 from projects.dmcp.fileio import atomic_write
+from projects.dmcp.utils import unwrap
 from tests.search_utils import (
     REPO_ROOT,
     RESNET18_SUPERNET,

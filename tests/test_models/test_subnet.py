@@ -1,5 +1,5 @@
 """The subnet yaml at retraining: reading, validation and the physically
-pruned classifier (projects/dmcp/models/subnet.py)."""
+pruned classifier (projects/dmcp/models/subnet_file.py and prune.py)."""
 
 import copy
 import re

@@ -9,8 +9,8 @@ import torch
 import yaml
 
 from projects.dmcp.models import DMCPChannelMutator, dump_subnet
-from projects.dmcp.models.algorithm import tensor_forward
 from projects.dmcp.registry import MODELS
+from projects.dmcp.utils import tensor_forward
 from tests.search_utils import run_tool
 from tests.utils import DMCP_CONFIGS, REPO_ROOT
 
@@ -112,9 +112,18 @@ def test_subnet_counts_the_pruned_model(tool, r18_yaml):
     assert meta['flops'] == flops
 
 
-def test_subnet_config_without_yaml(tool):
-    with pytest.raises(FileNotFoundError, match=r'model\.subnet=<work_dir>'):
+def test_subnet_config_without_yaml(tool, capsys):
+    """A user's mistake: one line on stderr, exit code 2, no traceback;
+    ``--debug`` lets the exception through."""
+    with pytest.raises(SystemExit) as info:
         tool.main([str(R18_SUBNET)])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith('get_flops.py: error: configs/pruning/dmcp/')
+    assert 'model.subnet=<work_dir>' in err and 'Traceback' not in err
+    assert len(err.strip().splitlines()) == 1
+    with pytest.raises(FileNotFoundError, match=r'model\.subnet=<work_dir>'):
+        tool.main([str(R18_SUBNET), '--debug'])
 
 
 @pytest.mark.slow
