@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from projects.dmcp import compat
-from tests.utils import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 COMPAT_PY = REPO_ROOT / 'projects' / 'dmcp' / 'compat.py'
 SETTERS = (
@@ -389,7 +389,7 @@ def served_folder(
 ) -> Iterator[Any]:
     """A folder served on 127.0.0.1 holding an mmengine checkpoint
     ``ckpt.pth``; downloads go to a temporary ``TORCH_HOME``."""
-    from tests.http_utils import serve_directory
+    from tests.helpers.http import serve_directory
 
     folder = tmp_path / 'served'
     folder.mkdir()

@@ -25,7 +25,7 @@ from projects.dmcp.models import (
 )
 from projects.dmcp.models.layers import DYNAMIC_LAYERS
 from projects.dmcp.registry import MODELS
-from tests.utils import DMCP_CONFIGS
+from tests.helpers import DMCP_CONFIGS
 
 CONFIGS = DMCP_CONFIGS
 SUPERNETS = {

@@ -11,8 +11,8 @@ import yaml
 from projects.dmcp.models import DMCPChannelMutator, dump_subnet
 from projects.dmcp.registry import MODELS
 from projects.dmcp.utils import tensor_forward
-from tests.search_utils import run_tool
-from tests.utils import DMCP_CONFIGS, REPO_ROOT
+from tests.helpers import DMCP_CONFIGS, REPO_ROOT
+from tests.helpers.search import run_tool
 
 TOOL = REPO_ROOT / 'tools' / 'analysis' / 'get_flops.py'
 CONFIGS = DMCP_CONFIGS
@@ -143,7 +143,7 @@ def test_json_last_line(r18_yaml):
 def test_counts_mmrazors_published_r50_subnet(tool, capsys):
     """The issue's command: our ResNet-50 subnet config with mmrazor's
     DMCP_R50_2G.json; the same count as its reproduction config."""
-    from tests.mmrazor_utils import MMRAZOR_DATA
+    from tests.helpers.mmrazor import MMRAZOR_DATA
 
     subnet = MMRAZOR_DATA / 'DMCP_R50_2G.json'
     config = CONFIGS / 'dmcp_resnet50_subnet_32xb64_in1k.py'

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from projects.dmcp import compat
-from tests.mmrazor_utils import save_like_mmrazor_runner
-from tests.utils import REPO_ROOT
+from tests.helpers import REPO_ROOT
+from tests.helpers.mmrazor import save_like_mmrazor_runner
 
 TOOL = REPO_ROOT / 'tools' / 'publish_checkpoint.py'
 

@@ -14,7 +14,7 @@ from typing import Dict, List, Optional
 import pytest
 import torch
 
-from tests.utils import (
+from tests.helpers import (
     REPO_ROOT,
     TINY_CONFIG,
     failure_excerpt,
