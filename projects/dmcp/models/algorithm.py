@@ -271,9 +271,14 @@ class DMCP(BaseAlgorithm):
         return log_vars
 
     def _weight_step(
-        self, data: dict, optim_wrapper: OptimWrapper, checks: list
+        self,
+        data: dict,
+        optim_wrapper: OptimWrapper,
+        checks: Optional[list] = None,
     ) -> Dict[str, Tensor]:
-        """Stage 1: the variant sandwich rule, one optimizer step."""
+        """Stage 1: the variant sandwich rule, one optimizer step. What to
+        check for finiteness is appended to ``checks``."""
+        checks = [] if checks is None else checks
         rows = self.mutator.sample_direct_batch(
             self.num_direct_samples, self.sampler
         )
@@ -305,9 +310,14 @@ class DMCP(BaseAlgorithm):
         return log_vars
 
     def _arch_step(
-        self, data: dict, optim_wrapper: OptimWrapper, checks: list
+        self,
+        data: dict,
+        optim_wrapper: OptimWrapper,
+        checks: Optional[list] = None,
     ) -> Dict[str, Tensor]:
-        """Stage 2: Markov-scaled full network, alpha-only step (Eq. 15)."""
+        """Stage 2: Markov-scaled full network, alpha-only step (Eq. 15).
+        What to check for finiteness is appended to ``checks``."""
+        checks = [] if checks is None else checks
         alphas = self.mutator.arch_parameters()
         with (
             optim_wrapper.optim_context(self.mutator),
