@@ -50,17 +50,13 @@ from pathlib import Path
 from queue import Empty
 from typing import Dict, List, Optional, Tuple
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from projects.dmcp import compat  # noqa: E402,I001  (must run first)
+import torch
 
-compat.apply_all()
+from projects.dmcp.utils import REPO_ROOT
 
-import torch  # noqa: E402
-
-RESULTS = REPO_ROOT / 'benchmarks' / 'results' / 'coverage.md'
+RESULTS = Path(REPO_ROOT) / 'benchmarks' / 'results' / 'coverage.md'
 SIZES = (64, 112, 224, 256)
 NUM_CLASSES = 1000
 #: Heads whose ``distillation`` defaults to True.
@@ -235,8 +231,8 @@ def output_shapes(out) -> List[tuple]:
 def pick_size(model: torch.nn.Module) -> Tuple[int, List[tuple]]:
     """The smallest of :data:`SIZES` the plain model runs at, and its
     output shapes there."""
-    from projects.dmcp.models.algorithm import tensor_forward
     from projects.dmcp.models.tracer import check_input_size, trace_channels
+    from projects.dmcp.utils import tensor_forward
 
     error = None
     for size in SIZES:
@@ -294,14 +290,14 @@ def run_stages(cfg, stages: int = len(STAGES)) -> dict:
     """
     from mmengine.optim import OptimWrapper, OptimWrapperDict
 
-    from projects.dmcp.engine.hooks import export_search_results
     from projects.dmcp.models import (
         DMCP,
         build_subnet,
         count_flops,
         load_subnet,
     )
-    from projects.dmcp.models.algorithm import tensor_forward
+    from projects.dmcp.models.export import export_search_results
+    from projects.dmcp.utils import tensor_forward
 
     row: dict = {}
     stage = 'build'

@@ -53,7 +53,7 @@ def count(config: str, subnet: str) -> dict:
     from mmengine.config import Config
     from mmrazor.models.task_modules import ResourceEstimator
 
-    from tests.mmrazor_utils import build_mmrazor_subnet
+    from tests.helpers.mmrazor import build_mmrazor_subnet
     from tools.analysis.get_flops import count as our_count
 
     cfg = Config.fromfile(osp.join(REPO_ROOT, config))

@@ -116,15 +116,11 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from projects.dmcp import compat  # noqa: E402,I001  (must run first)
+import torch
 
-compat.apply_all()
-
-import torch  # noqa: E402
+import projects.dmcp  # noqa: F401  (the shims, before torchvision)
 
 BACKBONES = {
     'resnet18': dict(
@@ -214,8 +210,8 @@ def build_ours(backbone: str, size: int, num_groups: int, seed: int = 0):
     from mmengine.optim import OptimWrapperDict
 
     from projects.dmcp.models import DMCP
-    from projects.dmcp.models.algorithm import tensor_forward
     from projects.dmcp.models.flops import count_flops
+    from projects.dmcp.utils import tensor_forward
 
     net = build_classifier(backbone, seed)
     full = count_flops(net, (3, size, size), tensor_forward)
@@ -472,8 +468,6 @@ def memory_worker(args) -> dict:
     import mmpretrain.models  # noqa: F401
     import mmrazor.models  # noqa: F401
 
-    import projects.dmcp  # noqa: F401
-
     base = _status_kb('VmRSS')
     which, backbone = args.memory_worker, args.backbones[0]
     batch = make_batch(args.batch_size, args.input_size)
@@ -582,8 +576,8 @@ def check_same_flops(ours, razor, same: SameSubnets, size: int) -> None:
     """Set one Direct Sample of ours on mmrazor's supernet and check, by
     counting the MACs its forward actually runs, that it is the subnet our
     FLOPs table says."""
-    from projects.dmcp.models.algorithm import tensor_forward
     from projects.dmcp.models.flops import count_flops
+    from projects.dmcp.utils import tensor_forward
 
     choices = ours.mutator.sample_choices(
         'direct', torch.Generator().manual_seed(12345)
@@ -816,8 +810,6 @@ def main(argv=None) -> int:
     # builds its first models, and all end before anything is timed.
     jobs = MemoryJobs(memory_commands(args), args.memory_jobs)
     import mmpretrain.models  # noqa: F401
-
-    import projects.dmcp  # noqa: F401  (our registrations)
 
     results = {}
     mem = None

@@ -29,12 +29,9 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, REPO)
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from projects.dmcp import compat  # noqa: E402
-
-compat.apply_all()
+from projects.dmcp.utils import REPO_ROOT as REPO
 
 DEBIAN_DIR = '/usr/share/datasets/fashion-mnist'
 DATA_DIR = osp.join(REPO, 'data', 'fashion-mnist')
@@ -176,7 +173,7 @@ def write_reference_yamls(work_dir: str, target) -> dict:
     from mmengine.config import Config
     from mmengine.registry import DefaultScope
 
-    from projects.dmcp.models.subnet import dump_subnet
+    from projects.dmcp.models.subnet_file import dump_subnet
     from projects.dmcp.registry import MODELS
 
     cfg = Config.fromfile(osp.join(REPO, SUPERNET))
@@ -214,7 +211,7 @@ def evaluate(config: str, work_dir: str, subnet: str, data_dir: str) -> dict:
     from mmengine.runner import Runner
 
     from projects.dmcp.models.flops import count_flops, count_params
-    from projects.dmcp.models.subnet import load_subnet
+    from projects.dmcp.models.subnet_file import load_subnet
 
     cfg = Config.fromfile(osp.join(REPO, config))
     cfg.model.subnet = subnet

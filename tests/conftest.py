@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.utils import make_tiny_imagefolder
+from tests.helpers import make_tiny_imagefolder
 
 
 @pytest.fixture(scope='session')

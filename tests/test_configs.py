@@ -4,7 +4,7 @@ search config searched, with a schedule that spans its epochs."""
 import pytest
 from mmengine.config import Config
 
-from tests.utils import DMCP_CONFIGS
+from tests.helpers import DMCP_CONFIGS
 
 CONFIGS = DMCP_CONFIGS
 PAIRS = {

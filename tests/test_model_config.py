@@ -4,8 +4,8 @@ import pytest
 from mmengine.config import Config
 
 from projects.dmcp.model_config import model_kind, read_model_config
-from projects.dmcp.models.subnet import DEFAULT_SUBNET
-from tests.utils import DMCP_CONFIGS
+from projects.dmcp.models.subnet_file import DEFAULT_SUBNET
+from tests.helpers import DMCP_CONFIGS
 
 CONFIGS = DMCP_CONFIGS
 

@@ -14,7 +14,7 @@ from projects.dmcp.models import (
     tensor_forward,
 )
 from projects.dmcp.registry import MODELS
-from tests.utils import DMCP_CONFIGS, REPO_ROOT
+from tests.helpers import DMCP_CONFIGS, REPO_ROOT
 
 METAFILE = DMCP_CONFIGS / 'metafile.yml'
 DEMO = 'dmcp_resnet18-cifar-w16_subnet_fashion-mnist'

@@ -20,18 +20,27 @@ when the file does not fit the architecture.
 import os.path as osp
 import sys
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from projects.dmcp import compat  # noqa: E402
+import argparse
+from typing import List, Optional
 
-compat.apply_all()
+from mmengine.config import Config, DictAction
 
-import argparse  # noqa: E402
-from typing import List, Optional  # noqa: E402
-
-from mmengine.config import Config, DictAction  # noqa: E402
+from projects.dmcp import cli
+from projects.dmcp.model_config import read_model_config
+from projects.dmcp.models import (
+    dump_subnet,
+    format_flops,
+    plan_subnet,
+    tensor_forward,
+)
+from projects.dmcp.models.mmrazor_subnet import (
+    MUTATOR_FORMAT,
+    read_mmrazor_file,
+)
+from projects.dmcp.registry import MODELS
+from projects.dmcp.utils import REPO_ROOT
 
 #: Reproduction configs of mmrazor's two published subnets.
 CONFIGS = {
@@ -54,7 +63,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     Returns:
         argparse.Namespace: The parsed arguments.
     """
-    parser = argparse.ArgumentParser(
+    parser = cli.parser(
         description="Convert mmrazor's DMCP subnet file (json mutator "
         'config or unit-index yaml) into a DMCP_SUBNET yaml'
     )
@@ -86,7 +95,6 @@ def default_config(src: str, kind: str, doc: dict) -> str:
     Returns:
         str: A config path under the repository.
     """
-    from projects.dmcp.models.mmrazor_subnet import MUTATOR_FORMAT
 
     if kind == MUTATOR_FORMAT:
         names = list(doc['channel_unit_cfg']['units'])
@@ -118,11 +126,6 @@ def convert(src: str, out: str, cfg: Config) -> dict:
     """
     from mmengine.registry import init_default_scope
 
-    import projects.dmcp  # noqa: F401  (registers DMCP's classes)
-    from projects.dmcp.model_config import read_model_config
-    from projects.dmcp.models import dump_subnet, plan_subnet, tensor_forward
-    from projects.dmcp.registry import MODELS
-
     spec = read_model_config(cfg)
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
     arch = MODELS.build(dict(spec.architecture, _scope_='mmpretrain'))
@@ -139,6 +142,7 @@ def convert(src: str, out: str, cfg: Config) -> dict:
     return dict(channels=plan.channels, meta=meta, flops=plan.flops)
 
 
+@cli.entry
 def main(argv: Optional[List[str]] = None) -> dict:
     """Convert and print a summary.
 
@@ -148,25 +152,21 @@ def main(argv: Optional[List[str]] = None) -> dict:
     Returns:
         dict: What :func:`convert` returned.
     """
-    from projects.dmcp.models import format_flops
-    from projects.dmcp.models.mmrazor_subnet import read_mmrazor_file
 
     args = parse_args(argv)
     parsed = read_mmrazor_file(args.src) if osp.isfile(args.src) else None
     if parsed is None:
-        sys.exit(
-            f'{osp.basename(__file__)}: error: {args.src}: not an mmrazor '
+        cli.fail(
+            osp.basename(__file__),
+            f'{args.src}: not an mmrazor '
             'DMCP subnet file (a DMCPChannelMutator json or a unit-index '
-            'yaml)'
+            'yaml)',
         )
-    try:
-        config = args.config or default_config(args.src, *parsed)
-        cfg = Config.fromfile(config)
-        if args.cfg_options is not None:
-            cfg.merge_from_dict(args.cfg_options)
-        info = convert(args.src, args.out, cfg)
-    except ValueError as e:
-        sys.exit(f'{osp.basename(__file__)}: error: {e}')
+    config = args.config or default_config(args.src, *parsed)
+    cfg = Config.fromfile(config)
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    info = convert(args.src, args.out, cfg)
     print(
         f'Wrote {args.out}: {len(info["channels"])} layers, '
         f'{format_flops(info["flops"])} FLOPs at 224x224 '

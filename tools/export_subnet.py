@@ -29,28 +29,34 @@ The tool then checks that the pickle refers to no module of this repository
 and prints the packages it does refer to.
 """
 
-import os
 import os.path as osp
 import sys
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from projects.dmcp import compat  # noqa: E402
+import argparse
+import copy
+import io
+import pickletools
+import zipfile
+from typing import List, Optional, Set
 
-compat.apply_all()
+import torch
+from mmengine.config import Config, ConfigDict, DictAction
 
-import argparse  # noqa: E402
-import copy  # noqa: E402
-import io  # noqa: E402
-import pickletools  # noqa: E402
-import tempfile  # noqa: E402
-import zipfile  # noqa: E402
-from typing import List, Optional, Set  # noqa: E402
-
-import torch  # noqa: E402
-from mmengine.config import Config, ConfigDict, DictAction  # noqa: E402
+from projects.dmcp import cli
+from projects.dmcp.fileio import atomic_write
+from projects.dmcp.model_config import read_model_config
+from projects.dmcp.models import (
+    count_flops,
+    count_params,
+    dump_subnet,
+    format_flops,
+    load_subnet,
+    tensor_forward,
+)
+from projects.dmcp.models.mmrazor_subnet import read_mmrazor_file
+from projects.dmcp.registry import MODELS
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -63,7 +69,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     Returns:
         argparse.Namespace: The parsed arguments.
     """
-    parser = argparse.ArgumentParser(
+    parser = cli.parser(
         description='Export a retrained DMCP subnet as a file that loads '
         'with torch and mmpretrain alone'
     )
@@ -135,17 +141,6 @@ def build_exported_model(cfg: Config, checkpoint: str) -> tuple:
     from mmengine.registry import init_default_scope
     from mmengine.runner import load_checkpoint
 
-    import projects.dmcp  # noqa: F401  (registers DMCP's classes)
-    from projects.dmcp.model_config import read_model_config
-    from projects.dmcp.models import (
-        count_flops,
-        count_params,
-        load_subnet,
-        tensor_forward,
-    )
-    from projects.dmcp.models.mmrazor_subnet import read_mmrazor_file
-    from projects.dmcp.registry import MODELS
-
     spec = read_model_config(cfg)
     if spec.kind != 'DMCPSubnet':
         raise ValueError(
@@ -195,7 +190,6 @@ def export(cfg: Config, checkpoint: str, out: str) -> dict:
         dict: What was saved besides the weights, and ``yaml``: the subnet
         yaml written.
     """
-    from projects.dmcp.models import dump_subnet
 
     model, info = build_exported_model(cfg, checkpoint)
     meta = dict(info, subnet_meta=info['meta'])
@@ -207,7 +201,7 @@ def export(cfg: Config, checkpoint: str, out: str) -> dict:
         info['meta'], flops=info['flops'], input_shape=info['input_shape']
     )
     dump_subnet(yaml_path, info['channels'], subnet_meta)
-    _atomic_write_bytes(out, buf.getvalue())
+    atomic_write(out, buf.getvalue())
     return dict(info, yaml=yaml_path)
 
 
@@ -234,30 +228,13 @@ def export_module(cfg: Config, checkpoint: str, out: str) -> dict:
             f'the exported model refers to {ours}: it would not load '
             'without this repository'
         )
-    _atomic_write_bytes(out, buf.getvalue())
+    atomic_write(out, buf.getvalue())
     stdlib = set(getattr(sys, 'stdlib_module_names', ())) | {'__builtin__'}
     packages = {m.split('.')[0] for m in modules} - stdlib
     return dict(info, requires=sorted(packages))
 
 
-def _atomic_write_bytes(path: str, data: bytes) -> None:
-    folder = osp.dirname(osp.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        dir=folder, prefix='.tmp-', suffix=osp.basename(path)
-    )
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
+@cli.entry
 def main(argv: Optional[List[str]] = None) -> dict:
     """Export and print a summary.
 
@@ -267,7 +244,6 @@ def main(argv: Optional[List[str]] = None) -> dict:
     Returns:
         dict: What :func:`export` (or :func:`export_module`) returned.
     """
-    from projects.dmcp.models import format_flops
 
     args = parse_args(argv)
     cfg = Config.fromfile(args.config)

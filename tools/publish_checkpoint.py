@@ -14,27 +14,26 @@ import hashlib
 import io
 import os.path as osp
 import sys
+from typing import List, Optional
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from projects.dmcp import compat  # noqa: E402
+import torch
 
-compat.apply_all()
-
-import torch  # noqa: E402
-
-from projects.dmcp.fileio import atomic_write  # noqa: E402
+from projects.dmcp import cli, compat
+from projects.dmcp.fileio import atomic_write
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description='Slim a checkpoint.')
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = cli.parser(description='Slim a checkpoint.')
     parser.add_argument('checkpoint', help='checkpoint written by training')
     parser.add_argument('out', help='output path; the hash is appended')
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
-def main() -> None:
-    args = parse_args()
+@cli.entry
+def main(argv: Optional[List[str]] = None) -> None:
+    args = parse_args(argv)
     ckpt = compat.load_checkpoint_file(args.checkpoint, map_location='cpu')
     meta = {
         k: v.item() if hasattr(v, 'item') else v  # numpy scalars -> Python

@@ -5,72 +5,49 @@ Usage::
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--amp]
         [--cfg-options KEY=VALUE ...] [--launcher {none,pytorch,slurm,mpi}]
+        [--debug]
 
 Works from a clone without installing: the repository root is put on
 ``sys.path`` and the torch 2.x compatibility shims are applied before
 anything imports mmengine, mmpretrain, mmrazor or torchvision. Without CUDA
 the distributed launchers use the ``gloo`` backend
-(:func:`projects.dmcp.compat.setup_cpu_distributed`).
+(:func:`projects.dmcp.dist.setup_cpu_distributed`).
 """
 
-import os
+import argparse
 import os.path as osp
 import sys
+from typing import List, Optional
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from projects.dmcp import compat  # noqa: E402
-from projects.dmcp.checks import ConfigError, check_config  # noqa: E402
+from mmengine.config import Config
 
-compat.apply_all()
-
-import argparse  # noqa: E402
-
-from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.registry import RUNNERS  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
+from projects.dmcp import cli
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     """Parse the command line and set ``LOCAL_RANK`` if it is unset.
+
+    Args:
+        argv (list[str], optional): Arguments. Defaults to None
+            (``sys.argv[1:]``).
 
     Returns:
         argparse.Namespace: The parsed arguments.
     """
-    parser = argparse.ArgumentParser(description='Test (and eval) a model')
-    parser.add_argument('config', help='test config file path')
-    parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument(
-        '--work-dir',
-        help='the directory to save the file containing evaluation metrics',
+    parser = cli.runner_parser(
+        'Test (and eval) a model',
+        'test config file path',
+        'test_dataloader.batch_size=2',
     )
+    parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument(
         '--amp',
         action='store_true',
         help='enable automatic-mixed-precision test (bfloat16 on CPU)',
     )
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override settings of the config, as key=value pairs (e.g. '
-        'test_dataloader.batch_size=2 or key="[a,b]"); no white space allowed',
-    )
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher',
-    )
-    # torch.distributed.run passes --local-rank (torch.distributed.launch
-    # used --local_rank).
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    return cli.parse_runner_args(parser, argv)
 
 
 def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
@@ -83,13 +60,7 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     Returns:
         Config: ``cfg``, changed in place.
     """
-    cfg.launcher = args.launcher
-    # work_dir: CLI > config > ./work_dirs/<config stem>
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        stem = osp.splitext(osp.basename(args.config))[0]
-        cfg.work_dir = osp.join('./work_dirs', stem)
+    cli.runner_config(cfg, args)
     cfg.load_from = args.checkpoint
     if args.amp:
         cfg.test_cfg.fp16 = True
@@ -98,24 +69,17 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     return cfg
 
 
-def main() -> None:
-    """Build the runner from the config and evaluate the checkpoint."""
-    args = parse_args()
+@cli.entry
+def main(argv: Optional[List[str]] = None) -> None:
+    """Build the runner from the config and evaluate the checkpoint.
+
+    Args:
+        argv (list[str], optional): Arguments. Defaults to None
+            (``sys.argv[1:]``).
+    """
+    args = parse_args(argv)
     cfg = merge_args(Config.fromfile(args.config), args)
-    try:
-        check_config(cfg)
-    except ConfigError as e:
-        sys.exit(f'{osp.basename(__file__)}: error: {args.config}: {e}')
-    compat.setup_cpu_distributed(cfg)
-    if 'runner_type' not in cfg:
-        runner = Runner.from_cfg(cfg)
-    else:
-        runner = RUNNERS.build(cfg)
-    try:
-        runner.test()
-    except compat.CheckpointLoadError as e:  # refused, truncated, 404...
-        sys.exit(f'{osp.basename(__file__)}: error: {e}')
-    compat.teardown_distributed()
+    cli.run_runner(cfg, args.config, 'test')
 
 
 if __name__ == '__main__':

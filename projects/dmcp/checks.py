@@ -9,14 +9,14 @@ intercept names, see ``projects/dmcp/registry.py``, but not objects), devices
 that do not exist, and budget settings that cannot converge.
 """
 
-import math
 import os
 import os.path as osp
 from typing import Any, Iterator, Mapping, Optional, Tuple
 
 import torch
 
-from .models.losses import BUDGET_MODES
+from .models.losses import check_budget_mode
+from .utils import is_number
 
 __all__ = ['ConfigError', 'check_config']
 
@@ -109,10 +109,11 @@ def check_budget(cfg: Any) -> None:
     """
     model = cfg.get('model') or {}
     mode = model.get('budget_mode') if isinstance(model, dict) else None
-    if mode is not None and mode not in BUDGET_MODES:
-        raise ConfigError(
-            f'model.budget_mode={mode!r} is not one of {BUDGET_MODES}'
-        )
+    if mode is not None:
+        try:
+            check_budget_mode(mode)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     wrappers = cfg.get('optim_wrapper') or {}
     for name, wrapper in list(wrappers.items()) + [('', wrappers)]:
         if not isinstance(wrapper, dict):
@@ -122,12 +123,7 @@ def check_budget(cfg: Any) -> None:
             continue
         value = clip['max_norm']
         key = 'optim_wrapper.' + (f'{name}.' if name else '')
-        if not (
-            isinstance(value, (int, float))
-            and not isinstance(value, bool)
-            and math.isfinite(value)
-            and value > 0
-        ):
+        if not (is_number(value) and value > 0):
             raise ConfigError(
                 f'{key}clip_grad.max_norm={value!r} must be a finite number '
                 '> 0 (the length gradients are clipped to)'

@@ -12,6 +12,9 @@ import copy
 from dataclasses import dataclass
 from typing import Any, Optional, Tuple
 
+from .models.subnet_file import DEFAULT_SUBNET
+from .utils import with_scope
+
 __all__ = ['ModelSpec', 'read_model_config', 'model_kind']
 
 SEARCH, SUBNET, PLAIN = 'DMCP', 'DMCPSubnet', 'plain'
@@ -77,13 +80,11 @@ def read_model_config(cfg: Any) -> ModelSpec:
     if kind == SEARCH:
         spec.units = (model_cfg.get('mutator') or {}).get('units')
     elif kind == SUBNET:
-        from .models.subnet import DEFAULT_SUBNET
-
         spec.units = model_cfg.get('units')
         spec.subnet = model_cfg.get('subnet') or DEFAULT_SUBNET
     arch = copy.deepcopy(dict(arch))
     if cfg.get('data_preprocessor') is not None:
         arch.setdefault('data_preprocessor', cfg.data_preprocessor)
-    arch.setdefault('_scope_', cfg.get('default_scope', 'mmpretrain'))
-    spec.architecture = arch
+    scope = cfg.get('default_scope', 'mmpretrain')
+    spec.architecture = with_scope(arch, scope)
     return spec

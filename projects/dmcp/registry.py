@@ -2,26 +2,25 @@
 
 mmrazor 1.0.0 registers classes of its own under ``DMCP``,
 ``DMCPChannelMutator``, ``DMCPChannelUnit`` and ``DMCPDDP``. Importing this
-module applies the compatibility shims, imports mmrazor's models and engine (so
-that mmrazor's registrations have happened), and only then lets our modules
-register with ``force=True``. Since Python imports each module once, a later
-``import mmrazor.models`` cannot register mmrazor's classes again: whatever the
-import order, the names build *our* classes.
+module (after ``projects.dmcp`` applied the compatibility shims) imports
+mmrazor's models and engine (so that mmrazor's registrations have happened),
+and only then lets our modules register with ``force=True``. Since Python
+imports each module once, a later ``import mmrazor.models`` cannot register
+mmrazor's classes again: whatever the import order, the names build *our*
+classes.
 """
 
-from . import compat
-
-compat.apply_all()
-
-import mmrazor.engine  # noqa: E402,F401  (registers mmrazor's hooks/loops)
-import mmrazor.models  # noqa: E402,F401  (registers mmrazor's models)
-from mmrazor.registry import (  # noqa: E402
+import mmrazor.engine  # noqa: F401  (registers mmrazor's hooks/loops)
+import mmrazor.models  # noqa: F401  (registers mmrazor's models)
+from mmrazor.registry import (
     HOOKS,
     LOOPS,
     MODEL_WRAPPERS,
     MODELS,
     TASK_UTILS,
 )
+
+from .utils import with_scope
 
 __all__ = [
     'HOOKS',
@@ -46,9 +45,7 @@ def build_model(cfg: dict):
     Returns:
         The built object.
     """
-    cfg = dict(cfg)
-    cfg.setdefault('_scope_', 'mmrazor')
-    return MODELS.build(cfg)
+    return MODELS.build(with_scope(cfg, 'mmrazor'))
 
 
 # mmrazor 1.0.0's DMCP parts that projects.dmcp has no class of its own for.

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.utils import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 SCRIPT = str(REPO_ROOT / 'benchmarks' / 'device_check.py')
 

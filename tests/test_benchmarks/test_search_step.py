@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.utils import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 SCRIPT = REPO_ROOT / 'benchmarks' / 'search_step.py'
 KEYS = (

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.utils import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 DEMO = REPO_ROOT / 'demo' / 'fashion_mnist_demo.py'
 

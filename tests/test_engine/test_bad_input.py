@@ -9,7 +9,7 @@ from mmengine.runner import Runner
 import projects.dmcp  # noqa: F401
 from projects.dmcp.checks import ConfigError, check_config, check_devices
 from projects.dmcp.registry import MODELS
-from tests.search_utils import make_tiny_imagenet, tiny_config
+from tests.helpers.search import make_tiny_imagenet, tiny_config
 
 
 class NoTraining(Hook):

@@ -15,9 +15,10 @@ from mmengine.hooks import Hook
 from mmengine.runner import Runner
 
 import projects.dmcp  # noqa: F401
-from projects.dmcp.engine.loop import unwrap
 from projects.dmcp.fileio import atomic_write
-from tests.search_utils import (
+from projects.dmcp.utils import unwrap
+from tests.helpers import load_weights_only
+from tests.helpers.search import (
     REPO_ROOT,
     RESNET18_SUPERNET,
     make_tiny_imagenet,
@@ -25,7 +26,6 @@ from tests.search_utils import (
     tiny_config,
     tiny_search_options,
 )
-from tests.utils import load_weights_only
 
 EPOCHS = 6
 

@@ -21,17 +21,11 @@ from mmengine.runner import Runner, load_checkpoint, save_checkpoint
 import projects.dmcp  # noqa: F401  (registers DMCP's classes)
 from projects.dmcp.models import DMCP, dump_subnet
 from projects.dmcp.registry import MODELS
-from tests.http_utils import Served, serve_directory
-from tests.search_utils import tiny_config
-from tests.utils import REPO_ROOT
+from tests.helpers import DMCP_CONFIGS
+from tests.helpers.http import Served, serve_directory
+from tests.helpers.search import tiny_config
 
-R18_SUBNET = (
-    REPO_ROOT
-    / 'configs'
-    / 'pruning'
-    / 'dmcp'
-    / 'dmcp_resnet18_subnet_32xb64_in1k.py'
-)
+R18_SUBNET = DMCP_CONFIGS / 'dmcp_resnet18_subnet_32xb64_in1k.py'
 DATA_ROOT = 'data/never_read'  # the runners below only load checkpoints
 
 

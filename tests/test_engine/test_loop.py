@@ -7,7 +7,7 @@ from mmengine.runner import Runner
 
 import projects.dmcp  # noqa: F401
 from projects.dmcp.engine.loop import check_optim_wrappers
-from tests.search_utils import make_tiny_imagenet, tiny_config
+from tests.helpers.search import make_tiny_imagenet, tiny_config
 
 
 class StepCounter(Hook):

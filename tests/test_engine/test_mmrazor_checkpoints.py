@@ -14,14 +14,14 @@ from mmengine.runner import Runner
 
 import projects.dmcp  # noqa: F401  (registers DMCP's classes)
 from projects.dmcp.models import count_flops, count_params, tensor_forward
-from tests.http_utils import serve_directory
-from tests.mmrazor_utils import (
+from tests.helpers import DMCP_CONFIGS
+from tests.helpers.http import serve_directory
+from tests.helpers.mmrazor import (
     MMRAZOR_DATA,
     build_mmrazor_subnet,
     randomize,
     save_like_mmrazor_runner,
 )
-from tests.utils import DMCP_CONFIGS
 
 CASES = {
     'resnet50-2G-json': (

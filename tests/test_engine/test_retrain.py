@@ -15,21 +15,15 @@ from mmengine.config import Config
 from mmengine.runner import load_checkpoint
 
 from projects.dmcp.registry import MODELS
-from tests.search_utils import (
+from tests.helpers import DMCP_CONFIGS, REPO_ROOT, free_port, load_weights_only
+from tests.helpers.search import (
     RESNET18_SUPERNET,
     make_tiny_imagenet,
     run_tool,
     tiny_search_options,
 )
-from tests.utils import REPO_ROOT, free_port, load_weights_only
 
-R18_SUBNET = (
-    REPO_ROOT
-    / 'configs'
-    / 'pruning'
-    / 'dmcp'
-    / 'dmcp_resnet18_subnet_32xb64_in1k.py'
-)
+R18_SUBNET = DMCP_CONFIGS / 'dmcp_resnet18_subnet_32xb64_in1k.py'
 
 # Loads an exported subnet in a fresh interpreter that cannot import
 # anything named `projects`, runs it on saved inputs and saves the logits.

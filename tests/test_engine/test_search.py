@@ -7,13 +7,13 @@ import pytest
 import torch
 import yaml
 
-from tests.search_utils import (
+from tests.helpers import TEST_CONFIGS, free_port, load_weights_only
+from tests.helpers.search import (
     RESNET18_SUPERNET,
     make_tiny_imagenet,
     run_tool,
     tiny_search_options,
 )
-from tests.utils import TEST_DATA, free_port, load_weights_only
 
 
 @pytest.fixture(scope='module')
@@ -112,7 +112,7 @@ def test_resume_equals_uninterrupted(tiny_imagenet, tmp_path):
 
 @pytest.mark.slow
 def test_ddp_search_keeps_ranks_identical(tiny_imagenet, tmp_path):
-    config = TEST_DATA / 'configs' / 'dmcp_resnet18_ddp_probe.py'
+    config = TEST_CONFIGS / 'dmcp_resnet18_ddp_probe.py'
     run_tool(
         [
             'bash',

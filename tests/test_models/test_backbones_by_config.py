@@ -26,15 +26,15 @@ from projects.dmcp.models import (
     tensor_forward,
 )
 from projects.dmcp.registry import MODELS
-from tests.search_utils import (
+from tests.helpers import TEST_CONFIGS
+from tests.helpers.search import (
     RESNET18_SUPERNET,
     make_tiny_imagenet,
     run_tool,
     tiny_search_options,
 )
-from tests.utils import TEST_DATA
 
-CONFIGS = TEST_DATA / 'configs'
+CONFIGS = TEST_CONFIGS
 USER_CONFIG = CONFIGS / 'dmcp_user_backbone_supernet.py'
 USER_SUBNET_CONFIG = CONFIGS / 'dmcp_user_backbone_subnet.py'
 SHAPE = (3, 64, 64)

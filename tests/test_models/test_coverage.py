@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from projects.dmcp.models import DMCPChannelMutator
-from tests.utils import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 _spec = importlib.util.spec_from_file_location(
     'coverage_benchmark', REPO_ROOT / 'benchmarks' / 'coverage.py'

@@ -1,7 +1,7 @@
 """The search follows the model's device (users search on CUDA GPUs).
 
 No GPU here, so the model goes to the ``meta`` device and the tests run
-inside :class:`tests.utils.CudaDeviceRules`, which refuses what CUDA refuses:
+inside :class:`tests.helpers.CudaDeviceRules`, which refuses what CUDA refuses:
 a CPU generator filling a tensor on another device, and an operation mixing
 a CPU tensor with one on another device. A host sync (``.item()``,
 ``float()``, ``.tolist()``) fails on a meta tensor by itself, so a step that
@@ -18,7 +18,7 @@ from mmpretrain.structures import DataSample
 from projects.dmcp.models import DMCP, DMCPChannelMutator
 from projects.dmcp.models import algorithm as algorithm_module
 from projects.dmcp.models.markov import sample_num_groups
-from tests.utils import CudaDeviceRules
+from tests.helpers import CudaDeviceRules
 
 META = torch.device('meta')
 

@@ -14,8 +14,7 @@ from projects.dmcp.models import (
     format_flops,
     parse_flops,
 )
-
-from .helpers import (
+from tests.helpers.models import (
     ARCH_NAMES,
     build_classifier,
     forward_tensor,

@@ -7,8 +7,7 @@ import torch
 
 from projects.dmcp.models import DMCPBudgetLoss, budget_loss
 from projects.dmcp.registry import MODELS
-
-from .helpers import prepared, set_alphas
+from tests.helpers.models import prepared, set_alphas
 
 pytestmark = pytest.mark.usefixtures('torch_single_thread', 'seeded')
 

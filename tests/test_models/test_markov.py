@@ -15,8 +15,7 @@ from projects.dmcp.models.markov import (
     sample_num_groups,
     transition_probs,
 )
-
-from .helpers import chain_distribution, closed_form_alpha_grad
+from tests.helpers.models import chain_distribution, closed_form_alpha_grad
 
 pytestmark = pytest.mark.usefixtures('torch_single_thread', 'seeded')
 

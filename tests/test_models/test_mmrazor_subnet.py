@@ -24,8 +24,8 @@ from projects.dmcp.models.mmrazor_subnet import (
     read_mmrazor_file,
 )
 from projects.dmcp.registry import MODELS
-from tests.mmrazor_utils import MMRAZOR_DATA
-from tests.utils import DMCP_CONFIGS
+from tests.helpers import DMCP_CONFIGS
+from tests.helpers.mmrazor import MMRAZOR_DATA
 
 CONFIGS = {
     'resnet50': 'dmcp_resnet50_subnet_mmrazor-2g_in1k.py',

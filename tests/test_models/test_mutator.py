@@ -19,8 +19,7 @@ from projects.dmcp.models import (
     count_flops,
 )
 from projects.dmcp.registry import MODELS
-
-from .helpers import (
+from tests.helpers.models import (
     ARCH_NAMES,
     bn_state,
     build_classifier,

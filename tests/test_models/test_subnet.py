@@ -1,5 +1,5 @@
 """The subnet yaml at retraining: reading, validation and the physically
-pruned classifier (projects/dmcp/models/subnet.py)."""
+pruned classifier (projects/dmcp/models/subnet_file.py and prune.py)."""
 
 import copy
 import re
@@ -25,7 +25,8 @@ from projects.dmcp.models import (
 )
 from projects.dmcp.models.layers import DYNAMIC_LAYERS
 from projects.dmcp.registry import MODELS
-from tests.utils import DMCP_CONFIGS
+from tests.helpers import DMCP_CONFIGS
+from tests.helpers.models import randomize_norms
 
 CONFIGS = DMCP_CONFIGS
 SUPERNETS = {
@@ -64,15 +65,7 @@ def prepared(arch: str, seed: int = 0):
     """A supernet (dynamic layers, random BN statistics) and its mutator."""
     cfg = supernet_cfg(arch)
     model = build_plain(arch, seed)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                n = m.num_features
-                m.weight.copy_(0.5 + torch.rand(n, generator=g))
-                m.bias.copy_(0.1 * torch.randn(n, generator=g))
-                m.running_mean.copy_(0.1 * torch.randn(n, generator=g))
-                m.running_var.copy_(0.5 + torch.rand(n, generator=g))
+    randomize_norms(model, seed)
     groups = cfg.model.mutator.channel_unit_cfg.num_groups
     mutator = DMCPChannelMutator(
         channel_unit_cfg=dict(type='DMCPChannelUnit', num_groups=groups)

@@ -6,8 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from projects.dmcp.models.tracer import find_units, trace_channels
-
-from .helpers import ARCH_NAMES, build_classifier, forward_tensor
+from tests.helpers.models import ARCH_NAMES, build_classifier, forward_tensor
 
 pytestmark = pytest.mark.usefixtures('torch_single_thread', 'seeded')
 

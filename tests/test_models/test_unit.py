@@ -6,8 +6,7 @@ import torch
 from projects.dmcp.models import MarkovChannelUnit
 from projects.dmcp.models.markov import group_ends, marginal_probs
 from projects.dmcp.registry import MODELS, build_model
-
-from .helpers import chain_distribution
+from tests.helpers.models import chain_distribution
 
 pytestmark = pytest.mark.usefixtures('torch_single_thread', 'seeded')
 

@@ -9,8 +9,8 @@ import torch
 import yaml
 
 from projects.dmcp.models import load_subnet
-from tests.mmrazor_utils import MMRAZOR_DATA
-from tests.utils import DMCP_CONFIGS, REPO_ROOT
+from tests.helpers import DMCP_CONFIGS, REPO_ROOT
+from tests.helpers.mmrazor import MMRAZOR_DATA
 
 TOOL = REPO_ROOT / 'tools' / 'convert_mmrazor_subnet.py'
 MBV2 = DMCP_CONFIGS / 'dmcp_mobilenet-v2_subnet_mmrazor-100m_in1k.py'

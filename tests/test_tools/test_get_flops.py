@@ -9,10 +9,10 @@ import torch
 import yaml
 
 from projects.dmcp.models import DMCPChannelMutator, dump_subnet
-from projects.dmcp.models.algorithm import tensor_forward
 from projects.dmcp.registry import MODELS
-from tests.search_utils import run_tool
-from tests.utils import DMCP_CONFIGS, REPO_ROOT
+from projects.dmcp.utils import tensor_forward
+from tests.helpers import DMCP_CONFIGS, REPO_ROOT
+from tests.helpers.search import run_tool
 
 TOOL = REPO_ROOT / 'tools' / 'analysis' / 'get_flops.py'
 CONFIGS = DMCP_CONFIGS
@@ -112,9 +112,18 @@ def test_subnet_counts_the_pruned_model(tool, r18_yaml):
     assert meta['flops'] == flops
 
 
-def test_subnet_config_without_yaml(tool):
-    with pytest.raises(FileNotFoundError, match=r'model\.subnet=<work_dir>'):
+def test_subnet_config_without_yaml(tool, capsys):
+    """A user's mistake: one line on stderr, exit code 2, no traceback;
+    ``--debug`` lets the exception through."""
+    with pytest.raises(SystemExit) as info:
         tool.main([str(R18_SUBNET)])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith('get_flops.py: error: configs/pruning/dmcp/')
+    assert 'model.subnet=<work_dir>' in err and 'Traceback' not in err
+    assert len(err.strip().splitlines()) == 1
+    with pytest.raises(FileNotFoundError, match=r'model\.subnet=<work_dir>'):
+        tool.main([str(R18_SUBNET), '--debug'])
 
 
 @pytest.mark.slow
@@ -134,7 +143,7 @@ def test_json_last_line(r18_yaml):
 def test_counts_mmrazors_published_r50_subnet(tool, capsys):
     """The issue's command: our ResNet-50 subnet config with mmrazor's
     DMCP_R50_2G.json; the same count as its reproduction config."""
-    from tests.mmrazor_utils import MMRAZOR_DATA
+    from tests.helpers.mmrazor import MMRAZOR_DATA
 
     subnet = MMRAZOR_DATA / 'DMCP_R50_2G.json'
     config = CONFIGS / 'dmcp_resnet50_subnet_32xb64_in1k.py'

@@ -10,7 +10,7 @@ import yaml
 from PIL import Image
 
 from projects.dmcp.visualization import read_scalars, unique_labels
-from tests.search_utils import (
+from tests.helpers.search import (
     RESNET18_SUPERNET,
     make_tiny_imagenet,
     run_tool,

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from projects.dmcp import compat
-from tests.mmrazor_utils import save_like_mmrazor_runner
-from tests.utils import REPO_ROOT
+from tests.helpers import REPO_ROOT
+from tests.helpers.mmrazor import save_like_mmrazor_runner
 
 TOOL = REPO_ROOT / 'tools' / 'publish_checkpoint.py'
 
@@ -53,6 +53,12 @@ def test_published_checkpoint_loads_weights_only(
 def test_pickled_object_is_refused(tool, tmp_path: Path, monkeypatch) -> None:
     evil = tmp_path / 'evil.pth'
     torch.save(dict(state_dict={}, meta=argparse.Namespace()), evil)
-    with pytest.raises(compat.CheckpointLoadError, match=f'^{evil}: refused'):
+    with pytest.raises(SystemExit) as info:
         _run(tool, monkeypatch, str(evil), str(tmp_path / 'out.pth'))
+    assert info.value.code == 2
+    assert str(info.value).startswith(
+        f'publish_checkpoint.py: error: {evil}: refused'
+    )
+    with pytest.raises(compat.CheckpointLoadError, match=f'^{evil}: refused'):
+        _run(tool, monkeypatch, str(evil), str(tmp_path / 'o.pth'), '--debug')
     assert sorted(p.name for p in tmp_path.iterdir()) == ['evil.pth']

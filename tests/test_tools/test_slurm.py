@@ -4,7 +4,7 @@ by ``.ci/slurm_cluster.sh``, which installs ``slurm-wlm`` and ``munge`` with
 apt-get when they are missing and it runs as root (as on CI).
 
 The job is the tiny ResNet-18 DMCP search with 2 tasks (2 gloo ranks) and
-the probe hook of ``tests/dist_probe.py``, which checks after every
+the probe hook of ``tests/helpers/dist_probe.py``, which checks after every
 iteration that both ranks hold the same alpha and weights.
 """
 
@@ -19,12 +19,12 @@ import pytest
 import torch
 import yaml
 
-from tests.search_utils import (
+from tests.helpers import REPO_ROOT, TEST_CONFIGS, free_port
+from tests.helpers.search import (
     make_tiny_imagenet,
     run_tool,
     tiny_search_options,
 )
-from tests.utils import REPO_ROOT, TEST_DATA, free_port
 
 CLUSTER = REPO_ROOT / '.ci' / 'slurm_cluster.sh'
 PARTITION = os.environ.get('SLURM_CI_PARTITION', 'debug')
@@ -90,7 +90,7 @@ def test_slurm_train_runs_ddp_search(slurm_conf: str, tmp_path: Path) -> None:
             'tools/slurm_train.sh',
             PARTITION,
             'dmcp_tiny',
-            str(TEST_DATA / 'configs' / 'dmcp_resnet18_ddp_probe.py'),
+            str(TEST_CONFIGS / 'dmcp_resnet18_ddp_probe.py'),
             str(work_dir),
             '--cfg-options',
             *opts,

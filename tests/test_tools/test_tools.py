@@ -14,7 +14,7 @@ from typing import Dict, List, Optional
 import pytest
 import torch
 
-from tests.utils import (
+from tests.helpers import (
     REPO_ROOT,
     TINY_CONFIG,
     failure_excerpt,
@@ -132,7 +132,7 @@ def test_test_refuses_bad_checkpoint_in_one_line(
         torch.save(dict(state_dict={'w': torch.ones(64)}), ckpt)
         ckpt.write_bytes(ckpt.read_bytes()[:200])
     result = _test_tool(ckpt, tiny_data_root, tmp_path)
-    assert result.returncode == 1
+    assert result.returncode == 2
     last = result.stdout.strip().splitlines()[-1]
     cause = 'refused: the checkpoint needs argparse.Namespace'
     if kind == 'truncated':
@@ -149,7 +149,7 @@ def test_amp_on_cpu_fails_clearly(tmp_path: Path) -> None:
         [sys.executable, str(TOOLS / 'train.py'), str(TINY_CONFIG), '--amp'],
         cwd=tmp_path,
     )
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert '--amp needs a GPU' in result.stdout
     assert 'Traceback' not in result.stdout
     assert not (tmp_path / 'work_dirs').exists()  # failed before building

@@ -25,19 +25,28 @@ line.
 import os.path as osp
 import sys
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
+sys.path.insert(
+    0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+)
 
-from projects.dmcp import compat  # noqa: E402
+import argparse
+import json
+from typing import List, Optional
 
-compat.apply_all()
+from mmengine.config import Config, DictAction
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-from typing import List, Optional  # noqa: E402
-
-from mmengine.config import Config, DictAction  # noqa: E402
+from projects.dmcp import cli
+from projects.dmcp.model_config import read_model_config
+from projects.dmcp.models import (
+    build_subnet,
+    count_flops,
+    count_params,
+    format_flops,
+    load_subnet,
+    tensor_forward,
+)
+from projects.dmcp.models.mmrazor_subnet import read_mmrazor_file
+from projects.dmcp.registry import MODELS
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -50,7 +59,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     Returns:
         argparse.Namespace: The parsed arguments.
     """
-    parser = argparse.ArgumentParser(
+    parser = cli.parser(
         description='Count FLOPs (conv + linear MACs) and parameters'
     )
     parser.add_argument('config', help='config file path')
@@ -97,17 +106,6 @@ def count(cfg: Config, subnet: Optional[str] = None, shape=None) -> dict:
         dict: ``flops``, ``params``, ``input_shape`` and ``subnet`` (the
         yaml counted, or None).
     """
-    import projects.dmcp  # noqa: F401  (registers DMCP's classes)
-    from projects.dmcp.model_config import read_model_config
-    from projects.dmcp.models import (
-        build_subnet,
-        count_flops,
-        count_params,
-        load_subnet,
-        tensor_forward,
-    )
-    from projects.dmcp.models.mmrazor_subnet import read_mmrazor_file
-    from projects.dmcp.registry import MODELS
 
     spec = read_model_config(cfg)
     subnet = subnet or spec.subnet
@@ -135,6 +133,7 @@ def count(cfg: Config, subnet: Optional[str] = None, shape=None) -> dict:
     )
 
 
+@cli.entry
 def main(argv: Optional[List[str]] = None) -> dict:
     """Count and print.
 
@@ -144,7 +143,6 @@ def main(argv: Optional[List[str]] = None) -> dict:
     Returns:
         dict: What :func:`count` returned.
     """
-    from projects.dmcp.models import format_flops
 
     args = parse_args(argv)
     cfg = Config.fromfile(args.config)

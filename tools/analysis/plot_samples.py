@@ -20,20 +20,25 @@ checkpoint's folder) and prints their paths.
 import os.path as osp
 import sys
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
+sys.path.insert(
+    0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+)
 
-from projects.dmcp import compat  # noqa: E402
+import argparse
+import copy
+import difflib
+from typing import List, Optional
 
-compat.apply_all()
+from mmengine.config import Config, DictAction
 
-import argparse  # noqa: E402
-import copy  # noqa: E402
-import difflib  # noqa: E402
-from typing import List, Optional  # noqa: E402
-
-from mmengine.config import Config, DictAction  # noqa: E402
+from projects.dmcp import cli
+from projects.dmcp.models import DMCP
+from projects.dmcp.models.export import expected_sampling
+from projects.dmcp.registry import build_model
+from projects.dmcp.visualization import (
+    plot_flops_histogram,
+    plot_layer_distributions,
+)
 
 FLOPS_PNG = 'direct_samples_flops.png'
 CHANNELS_PNG = 'direct_samples_channels.png'
@@ -49,7 +54,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     Returns:
         argparse.Namespace: The parsed arguments.
     """
-    parser = argparse.ArgumentParser(
+    parser = cli.parser(
         description='Plot FLOPs and channels of Direct Samples'
     )
     parser.add_argument('config', help='the supernet config of the search')
@@ -93,24 +98,22 @@ def build_searched_model(cfg: Config, checkpoint: str):
     """
     from mmengine.runner import load_checkpoint
 
-    import projects.dmcp  # noqa: F401  (registers DMCP's classes)
-    from projects.dmcp.models import DMCP
-    from projects.dmcp.registry import build_model
-
     model_cfg = copy.deepcopy(cfg.model)
     if cfg.get('data_preprocessor') is not None:
         model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
     model = build_model(model_cfg)
     if not isinstance(model, DMCP):
-        raise SystemExit(
-            f'plot_samples.py: error: the config builds a '
+        cli.fail(
+            'plot_samples.py',
+            f'the config builds a '
             f'{type(model).__name__}, not a DMCP search (give the supernet '
-            'config)'
+            'config)',
         )
     load_checkpoint(model, checkpoint, map_location='cpu', strict=True)
     return model.eval()
 
 
+@cli.entry
 def main(argv: Optional[List[str]] = None) -> List[str]:
     """Draw, plot and print the paths.
 
@@ -122,12 +125,6 @@ def main(argv: Optional[List[str]] = None) -> List[str]:
     """
     import numpy as np
     import torch
-
-    from projects.dmcp.engine.hooks import expected_sampling
-    from projects.dmcp.visualization import (
-        plot_flops_histogram,
-        plot_layer_distributions,
-    )
 
     args = parse_args(argv)
     cfg = Config.fromfile(args.config)
@@ -142,9 +139,9 @@ def main(argv: Optional[List[str]] = None) -> List[str]:
         if name not in full:
             close = difflib.get_close_matches(name, list(full), n=1)
             hint = f'; did you mean {close[0]}?' if close else ''
-            raise SystemExit(
-                f'plot_samples.py: error: --layers: {name} is not a pruned '
-                f'layer of the model{hint}'
+            cli.fail(
+                'plot_samples.py',
+                f'--layers: {name} is not a pruned layer of the model{hint}',
             )
 
     with torch.no_grad():

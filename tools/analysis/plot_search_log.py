@@ -17,16 +17,15 @@ given); its path is printed.
 import os.path as osp
 import sys
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
+sys.path.insert(
+    0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+)
 
-from projects.dmcp import compat  # noqa: E402
+import argparse
+from typing import List, Optional
 
-compat.apply_all()
-
-import argparse  # noqa: E402
-from typing import List, Optional  # noqa: E402
+from projects.dmcp import cli
+from projects.dmcp.visualization import plot_search_curves, read_scalars
 
 CURVES_PNG = 'search_curves.png'
 
@@ -41,7 +40,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     Returns:
         argparse.Namespace: The parsed arguments.
     """
-    parser = argparse.ArgumentParser(
+    parser = cli.parser(
         description='Plot E[FLOPs], loss_cls and loss_reg of a DMCP search'
     )
     parser.add_argument(
@@ -52,6 +51,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@cli.entry
 def main(argv: Optional[List[str]] = None) -> str:
     """Read, plot and print the path.
 
@@ -61,13 +61,9 @@ def main(argv: Optional[List[str]] = None) -> str:
     Returns:
         str: The PNG written.
     """
-    from projects.dmcp.visualization import plot_search_curves, read_scalars
 
     args = parse_args(argv)
-    try:
-        records = read_scalars(args.path)
-    except (FileNotFoundError, ValueError) as e:
-        raise SystemExit(f'plot_search_log.py: error: {e}') from e
+    records = read_scalars(args.path)
     folder = args.path if osp.isdir(args.path) else osp.dirname(args.path)
     out = args.out or osp.join(folder, CURVES_PNG)
     path = plot_search_curves(records, out, title=args.title)

@@ -18,19 +18,22 @@ or ``<stem>_diff.png``); its path is printed.
 import os.path as osp
 import sys
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
+sys.path.insert(
+    0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+)
 
-from projects.dmcp import compat  # noqa: E402
+import argparse
+import warnings
+from typing import Dict, List, Optional, Sequence
 
-compat.apply_all()
+from mmengine.config import Config, DictAction
 
-import argparse  # noqa: E402
-import warnings  # noqa: E402
-from typing import Dict, List, Optional, Sequence  # noqa: E402
-
-from mmengine.config import Config, DictAction  # noqa: E402
+from projects.dmcp import cli
+from projects.dmcp.model_config import read_model_config
+from projects.dmcp.models import format_flops, load_subnet
+from projects.dmcp.registry import MODELS
+from projects.dmcp.utils import REPO_ROOT
+from projects.dmcp.visualization import plot_subnets, unique_labels
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -43,7 +46,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     Returns:
         argparse.Namespace: The parsed arguments.
     """
-    parser = argparse.ArgumentParser(
+    parser = cli.parser(
         description='Plot retained vs full channels of subnet yamls'
     )
     parser.add_argument('yamls', nargs='+', help='subnet yaml files')
@@ -91,9 +94,6 @@ def full_channels(
     Returns:
         dict[str, int]: Layer name -> channels, for the layers found.
     """
-    import projects.dmcp  # noqa: F401  (registers DMCP's classes)
-    from projects.dmcp.model_config import read_model_config
-    from projects.dmcp.registry import MODELS
 
     cfg = Config.fromfile(config)
     if cfg_options:
@@ -109,6 +109,7 @@ def full_channels(
     return out
 
 
+@cli.entry
 def main(argv: Optional[List[str]] = None) -> str:
     """Plot and print the path.
 
@@ -118,8 +119,6 @@ def main(argv: Optional[List[str]] = None) -> str:
     Returns:
         str: The PNG written.
     """
-    from projects.dmcp.models import format_flops, load_subnet
-    from projects.dmcp.visualization import plot_subnets, unique_labels
 
     args = parse_args(argv)
     docs = [load_subnet(p) for p in args.yamls]

@@ -1,23 +1,19 @@
-"""The FLOPs estimator hook: logs the search's FLOPs and exports subnets."""
+"""The FLOPs estimator hook: logs the search's FLOPs and, at the end,
+exports the subnets (:mod:`..models.export`)."""
 
-import os.path as osp
-from typing import Dict, Optional
+from typing import Optional
 
-import numpy as np
 import torch
-import yaml
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
-from mmengine.logging import MMLogger
 
+from ..models.export import check_sampling, export_search_results
 from ..models.flops import format_flops
-from ..models.subnet import atomic_write_text, dump_subnet
+from ..models.subnet_file import SUBNET_FILE
 from ..registry import HOOKS
-from .loop import unwrap
+from ..utils import unwrap
 
 __all__ = ['DMCPFlopsEstimatorHook']
-
-SUBNET_FILE = 'DMCP_SUBNET_IMAGENET.yaml'
 
 
 @HOOKS.register_module()
@@ -133,165 +129,3 @@ class DMCPFlopsEstimatorHook(Hook):
 def _config_name(runner) -> str:
     cfg = getattr(runner, 'cfg', None)
     return getattr(cfg, 'filename', None) or ''
-
-
-def subnet_meta(algo, sampling: str, flops: int, supernet: str) -> dict:
-    """The ``meta`` section of a subnet yaml (``expected_flops`` is the
-    search's final E[FLOPs], Eq. 12)."""
-    with torch.no_grad():
-        expected = float(algo.mutator.expected_flops())
-    return dict(
-        algorithm='DMCP',
-        sampling=sampling,
-        target_flops=int(algo.target_flops),
-        flops=int(flops),
-        input_shape=list(algo.input_shape),
-        supernet=supernet,
-        expected_flops=int(round(expected)),
-    )
-
-
-def expected_sampling(mutator, target: float) -> tuple:
-    """Expected Sampling (Section 3.3) that never exceeds the target.
-
-    Each unit keeps its expected channels (Eq. 8) rounded. If that subnet's
-    FLOPs exceed ``target`` (the search did not reach the budget, or rounding
-    pushed it over), every unit's expected channels are scaled by the largest
-    common factor that fits (:meth:`DMCPChannelMutator.fit_widths`), never
-    below one group per unit.
-
-    Args:
-        mutator (DMCPChannelMutator): The searched mutator.
-        target (float): Target FLOPs.
-
-    Returns:
-        tuple[dict[str, int], float]: The choices and the factor (1.0 when no
-        fit was needed).
-    """
-    choices = mutator.sample_choices('expected')
-    if mutator.subnet_flops(choices) <= target:
-        return choices, 1.0
-    with torch.no_grad():
-        expected = mutator.expected_channels().tolist()
-    return mutator.fit_widths(expected, target, floor='group')
-
-
-def export_search_results(
-    algo,
-    work_dir: str,
-    supernet: str = '',
-    subnet_file: str = SUBNET_FILE,
-    num_direct_samples: int = 5,
-    max_direct_draws: int = 10000,
-    seed: int = 0,
-    sampling: str = 'expected',
-) -> Dict[str, str]:
-    """Write the searched subnet and the Direct Samples.
-
-    Args:
-        algo (DMCP): The searched algorithm.
-        work_dir (str): Folder to write into.
-        supernet (str): Config file the search ran. Defaults to ''.
-        subnet_file (str): Name of the main subnet file. Defaults to
-            ``'DMCP_SUBNET_IMAGENET.yaml'``.
-        num_direct_samples (int): Direct Samples to keep. Defaults to 5.
-        max_direct_draws (int): Draws at most. Defaults to 10000.
-        seed (int): Seed of the draws. Defaults to 0.
-        sampling (str): What the main file holds: ``'expected'`` (Expected
-            Sampling, the paper's default) or ``'direct'`` (the first Direct
-            Sample within the budget band; Expected Sampling, with a warning,
-            when none is). Defaults to ``'expected'``.
-
-    Returns:
-        dict[str, str]: What was written -> path.
-    """
-    check_sampling(sampling)
-    mutator = algo.mutator
-    alphas = mutator.alphas().detach()
-    if not bool(torch.isfinite(alphas).all()):
-        raise FloatingPointError('alpha is not finite: no subnet written')
-    logger = MMLogger.get_current_instance()
-    previous = mutator.current_choices()
-
-    low, high = algo.gamma * algo.target_flops, algo.target_flops
-    generator = torch.Generator().manual_seed(seed)
-    rows = mutator.sample_direct_batch(max_direct_draws, generator)
-    all_flops = mutator.flops_table(rows).round().long().cpu()
-    rows = rows.cpu()
-    inside = ((all_flops >= low) & (all_flops <= high)).nonzero().flatten()
-    kept = inside[:num_direct_samples].tolist()
-    samples = [
-        (mutator.choices_from_row(rows[i]), int(all_flops[i])) for i in kept
-    ]
-
-    if sampling == 'direct' and samples:
-        choices, flops = samples[0]
-        meta = subnet_meta(algo, 'direct', flops, supernet)
-    else:
-        if sampling == 'direct':
-            logger.warning(
-                f'No Direct Sample of {len(rows)} lies in the budget band '
-                f'[{format_flops(low)}, {format_flops(high)}]: '
-                f'{subnet_file} holds the Expected Sampling subnet instead.'
-            )
-        choices, scale = expected_sampling(mutator, algo.target_flops)
-        meta = subnet_meta(
-            algo, 'expected', mutator.subnet_flops(choices), supernet
-        )
-        if scale < 1:
-            meta['budget_fit_scale'] = round(scale, 6)
-            logger.warning(
-                'The Expected Sampling subnet exceeded the target '
-                f'{format_flops(algo.target_flops)} (E[FLOPs] = '
-                f'{format_flops(float(mutator.expected_flops()))}); its '
-                f'expected widths were scaled by {scale:.4f} to fit. A '
-                'search whose E[FLOPs] ends inside [gamma * T, T] needs no '
-                'such fit.'
-            )
-    paths = {}
-    path = osp.join(work_dir, subnet_file)
-    dump_subnet(path, mutator.layer_channels(choices), meta)
-    paths[f'{meta["sampling"].capitalize()} Sampling subnet'] = path
-
-    folder = osp.join(work_dir, 'direct_sampling')
-    for i, (choices, flops) in enumerate(samples):
-        dump_subnet(
-            osp.join(folder, f'subnet_{i}.yaml'),
-            mutator.layer_channels(choices),
-            subnet_meta(algo, 'direct', flops, supernet),
-        )
-    # The summary covers the draws up to the last one kept (all of them when
-    # fewer than `num_direct_samples` landed in the band).
-    full = kept and len(kept) == num_direct_samples
-    arr = all_flops[: kept[-1] + 1 if full else len(rows)].double().numpy()
-    summary = dict(
-        draws=len(arr),
-        kept=len(kept),
-        band=[int(low), int(high)],
-        mean=float(arr.mean()),
-        std=float(arr.std()),
-        quantiles={
-            f'q{int(q * 100):02d}': float(np.quantile(arr, q))
-            for q in (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
-        },
-        within_band=float(((arr >= low) & (arr <= high)).mean()),
-    )
-    atomic_write_text(
-        osp.join(folder, 'summary.yaml'),
-        yaml.safe_dump(summary, sort_keys=False),
-    )
-    paths['Direct Sampling'] = folder
-    mutator.set_subnet(previous)
-    return paths
-
-
-SUBNET_SAMPLINGS = ('expected', 'direct')
-
-
-def check_sampling(sampling: str) -> None:
-    """Refuse an unknown sampling mode for the exported subnet."""
-    if sampling not in SUBNET_SAMPLINGS:
-        raise ValueError(
-            f'DMCPFlopsEstimatorHook.sampling={sampling!r} is not one of '
-            f'{SUBNET_SAMPLINGS}'
-        )

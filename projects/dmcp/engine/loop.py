@@ -2,11 +2,10 @@
 
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-from mmengine.model import is_model_wrapper
 from mmengine.runner import EpochBasedTrainLoop
 from torch.utils.data import DataLoader
 
-from ..models.algorithm import ARCH_KEY, WEIGHTS_KEY
+from ..models.algorithm import ARCH_KEY, check_optim_wrapper_keys
 from ..registry import LOOPS
 
 __all__ = ['DMCPTrainLoop']
@@ -106,14 +105,7 @@ def check_optim_wrappers(optim_wrapper) -> None:
     Args:
         optim_wrapper (OptimWrapperDict): The runner's optimizer wrappers.
     """
-    keys = set(getattr(optim_wrapper, 'optim_wrappers', {}))
-    missing = sorted({WEIGHTS_KEY, ARCH_KEY} - keys)
-    if missing:
-        raise KeyError(
-            f'optim_wrapper is missing {missing}: DMCP needs two wrappers, '
-            f"'{WEIGHTS_KEY}' for the weights and '{ARCH_KEY}' for alpha "
-            "(constructor='mmrazor.SeparateOptimWrapperConstructor')"
-        )
+    check_optim_wrapper_keys(optim_wrapper)
     for group in optim_wrapper[ARCH_KEY].optimizer.param_groups:
         if group.get('weight_decay', 0):
             raise ValueError(
@@ -121,8 +113,3 @@ def check_optim_wrappers(optim_wrapper) -> None:
                 'the paper adds no weight decay to the architecture '
                 f'parameters (got {group["weight_decay"]})'
             )
-
-
-def unwrap(model):
-    """The algorithm inside a model wrapper (or the model itself)."""
-    return model.module if is_model_wrapper(model) else model

@@ -1,6 +1,21 @@
-"""DMCP's models: the Markov process, units, mutator, FLOPs and losses."""
+"""DMCP's models, in the order of the flow.
 
-from .algorithm import DMCP, all_reduce_grads, tensor_forward
+The search (:mod:`.markov`, :mod:`.unit`, :mod:`.mutator`, :mod:`.flops`,
+:mod:`.losses`, :mod:`.algorithm`, :mod:`.wrapper`) -> its export
+(:mod:`.export`) -> the subnet file (:mod:`.subnet_file`) <- the retraining
+(:mod:`.prune`). The tracer, the dynamic layers and the FLOPs table sit
+below both.
+"""
+
+from ..fileio import atomic_write_text
+from ..utils import tensor_forward
+from .algorithm import DMCP, all_reduce_grads
+from .export import (
+    draw_direct_samples,
+    expected_sampling,
+    export_search_results,
+    subnet_meta,
+)
 from .flops import (
     FlopsTable,
     count_flops,
@@ -24,17 +39,20 @@ from .markov import (
     transition_probs,
 )
 from .mutator import SAMPLING_MODES, DMCPChannelMutator
-from .subnet import (
-    DEFAULT_SUBNET,
+from .prune import (
+    DMCPSubnet,
     SubnetPlan,
-    atomic_write_text,
     build_subnet,
+    plan_subnet,
+    prune_model,
+)
+from .subnet_file import (
+    DEFAULT_SUBNET,
+    SUBNET_FILE,
     check_channels,
     check_subnet_doc,
     dump_subnet,
     load_subnet,
-    plan_subnet,
-    prune_model,
 )
 from .tracer import (
     ChannelTrace,
@@ -43,13 +61,17 @@ from .tracer import (
     find_units,
     trace_channels,
 )
-from .unit import MarkovChannelUnit
-from .wrapper import DMCPDistributedWrapper
+from .unit import DMCPChannelUnit, MarkovChannelUnit
+from .wrapper import DMCPDDP, DMCPDistributedWrapper
 
 __all__ = [
     'DMCP',
     'all_reduce_grads',
     'tensor_forward',
+    'draw_direct_samples',
+    'expected_sampling',
+    'export_search_results',
+    'subnet_meta',
     'atomic_write_text',
     'dump_subnet',
     'load_subnet',
@@ -58,8 +80,11 @@ __all__ = [
     'SubnetPlan',
     'plan_subnet',
     'prune_model',
+    'DMCPSubnet',
     'build_subnet',
     'DEFAULT_SUBNET',
+    'SUBNET_FILE',
+    'DMCPDDP',
     'DMCPDistributedWrapper',
     'FlopsTable',
     'count_flops',
@@ -85,5 +110,6 @@ __all__ = [
     'UnitSpec',
     'find_units',
     'trace_channels',
+    'DMCPChannelUnit',
     'MarkovChannelUnit',
 ]

@@ -11,31 +11,41 @@ from mmrazor.models.algorithms.base import BaseAlgorithm
 from torch import Tensor, nn
 
 from ..registry import MODELS, build_model
+from ..utils import check_input_shape, tensor_forward
 from .flops import format_flops, parse_flops
 from .losses import DMCPBudgetLoss
 from .mutator import DMCPChannelMutator
 from .tracer import check_input_size
 
-__all__ = ['DMCP', 'all_reduce_grads', 'raise_if_not_finite', 'tensor_forward']
+__all__ = [
+    'DMCP',
+    'all_reduce_grads',
+    'check_optim_wrapper_keys',
+    'raise_if_not_finite',
+]
 
 WEIGHTS_KEY = 'architecture'
 ARCH_KEY = 'mutator'
 
 
-def tensor_forward(model: nn.Module, x: Tensor) -> Tensor:
-    """Forward used to trace and count a model: an OpenMMLab ``BaseModel`` in
-    ``mode='tensor'``, any other module called on ``x``.
+def check_optim_wrapper_keys(optim_wrapper: OptimWrapperDict) -> None:
+    """Refuse optimizer wrappers without DMCP's two keys, in one line.
 
     Args:
-        model (nn.Module): The model.
-        x (Tensor): A batch of inputs.
+        optim_wrapper (OptimWrapperDict): The runner's optimizer wrappers.
 
-    Returns:
-        Tensor: The model's raw output.
+    Raises:
+        KeyError: ``'architecture'`` (the weights) or ``'mutator'`` (alpha)
+            is missing.
     """
-    if isinstance(model, BaseModel):
-        return model(x, mode='tensor')
-    return model(x)
+    keys = set(getattr(optim_wrapper, 'optim_wrappers', {}))
+    missing = sorted({WEIGHTS_KEY, ARCH_KEY} - keys)
+    if missing:
+        raise KeyError(
+            f'optim_wrapper is missing {missing}: DMCP needs two wrappers, '
+            f"'{WEIGHTS_KEY}' for the weights and '{ARCH_KEY}' for alpha "
+            "(constructor='mmrazor.SeparateOptimWrapperConstructor')"
+        )
 
 
 def all_reduce_grads(params: Sequence[nn.Parameter]) -> None:
@@ -176,7 +186,7 @@ class DMCP(BaseAlgorithm):
                 'model.num_direct_samples must be an integer '
                 f'>= 0, got {num_direct_samples!r}'
             )
-        self.input_shape = _check_input_shape(input_shape)
+        self.input_shape = check_input_shape(input_shape)
         if mutator is None:
             mutator = dict(type='DMCPChannelMutator')
         if isinstance(mutator, dict):
@@ -335,13 +345,7 @@ class DMCP(BaseAlgorithm):
         return [p for p in self.architecture.parameters() if p.requires_grad]
 
     def _split_optim_wrapper(self, optim_wrapper: OptimWrapperDict) -> tuple:
-        keys = set(getattr(optim_wrapper, 'optim_wrappers', {}))
-        if {WEIGHTS_KEY, ARCH_KEY} - keys:
-            raise KeyError(
-                'DMCP needs optim_wrapper to be a dict of two optimizer '
-                f"wrappers, '{WEIGHTS_KEY}' (weights) and '{ARCH_KEY}' "
-                f'(alpha); got {sorted(keys) or type(optim_wrapper).__name__}'
-            )
+        check_optim_wrapper_keys(optim_wrapper)
         return optim_wrapper[WEIGHTS_KEY], optim_wrapper[ARCH_KEY]
 
     # ---------------------------------------------------- sampler in ckpt
@@ -375,15 +379,3 @@ class DMCP(BaseAlgorithm):
             self.sampler.set_state(state_dict[key].cpu().to(torch.uint8))
             if key in unexpected_keys:
                 unexpected_keys.remove(key)
-
-
-def _check_input_shape(input_shape: Sequence[int]) -> tuple:
-    shape = (
-        tuple(input_shape) if isinstance(input_shape, (list, tuple)) else ()
-    )
-    if len(shape) != 3 or not all(isinstance(s, int) and s > 0 for s in shape):
-        raise ValueError(
-            'model.input_shape must be (C, H, W) with positive '
-            f'integers, got {input_shape!r}'
-        )
-    return shape

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from ..registry import MODELS
+from ..utils import is_number
 
 __all__ = ['BUDGET_MODES', 'budget_loss', 'DMCPBudgetLoss']
 
@@ -105,9 +106,9 @@ class DMCPBudgetLoss(nn.Module):
     ) -> None:
         super().__init__()
         check_budget_mode(mode)
-        if not (_is_number(gamma) and 0 < gamma <= 1):
+        if not (is_number(gamma) and 0 < gamma <= 1):
             raise ValueError(f'model.gamma must lie in (0, 1], got {gamma!r}')
-        if not (_is_number(loss_weight) and loss_weight >= 0):
+        if not (is_number(loss_weight) and loss_weight >= 0):
             raise ValueError(
                 'model.lambda_reg must be a finite number >= 0, '
                 f'got {loss_weight!r}'
@@ -129,11 +130,3 @@ class DMCPBudgetLoss(nn.Module):
         return self.loss_weight * budget_loss(
             expected_flops, self.target_flops, self.gamma, self.mode
         )
-
-
-def _is_number(value: object) -> bool:
-    return (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-    )

@@ -35,6 +35,8 @@ import yaml
 from mmengine.logging import print_log
 from torch import nn
 
+from ..utils import is_int, with_scope
+
 __all__ = [
     'MUTATOR_FORMAT',
     'INDEX_FORMAT',
@@ -78,10 +80,6 @@ class RazorUnit:
     mutable: bool = True
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def mmrazor_subnet_kind(doc: Any) -> Optional[str]:
     """Which mmrazor format a parsed file has, if any.
 
@@ -97,7 +95,7 @@ def mmrazor_subnet_kind(doc: Any) -> Optional[str]:
     unit_cfg = doc.get('channel_unit_cfg')
     if isinstance(unit_cfg, dict) and 'units' in unit_cfg:
         return MUTATOR_FORMAT
-    if all(_is_int(k) for k in doc):
+    if all(is_int(k) for k in doc):
         return INDEX_FORMAT
     return None
 
@@ -149,8 +147,7 @@ def mmrazor_units(
     from mmrazor.models.mutables import DMCPChannelUnit as RazorChannelUnit
     from mmrazor.models.mutators import ChannelMutator
 
-    parse_cfg = dict(parse_cfg or DEFAULT_PARSE_CFG)
-    parse_cfg.setdefault('_scope_', 'mmrazor')
+    parse_cfg = with_scope(parse_cfg or DEFAULT_PARSE_CFG, 'mmrazor')
     parse_cfg.pop('from_cfg', None)
     if isinstance(parse_cfg.get('demo_input'), list):
         parse_cfg['demo_input'] = tuple(parse_cfg['demo_input'])
@@ -176,7 +173,7 @@ def mmrazor_units(
 
 
 def _check_choice(value: Any, unit: RazorUnit, where: str, key: str) -> int:
-    if not _is_int(value) or value < 1:
+    if not is_int(value) or value < 1:
         raise ValueError(
             f'{where}: {key}: {value!r} is not a positive number of channels'
         )

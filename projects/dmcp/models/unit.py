@@ -15,7 +15,7 @@ from .markov import (
     sample_num_groups,
 )
 
-__all__ = ['MarkovChannelUnit']
+__all__ = ['DMCPChannelUnit']
 
 
 def initial_alpha(
@@ -44,8 +44,8 @@ def initial_alpha(
     )
 
 
-@MODELS.register_module(name='DMCPChannelUnit', force=True)
-class MarkovChannelUnit(nn.Module):
+@MODELS.register_module(force=True)
+class DMCPChannelUnit(nn.Module):
     """Channels of one or more coupled layers, split into ``num_groups``
     groups, with the Markov architecture parameters of Section 3.1.
 
@@ -156,3 +156,7 @@ class MarkovChannelUnit(nn.Module):
             f'name={self.name}, num_channels={self.num_channels}, '
             f'num_groups={self.num_groups}'
         )
+
+
+#: The old Python name of :class:`DMCPChannelUnit`.
+MarkovChannelUnit = DMCPChannelUnit

@@ -8,11 +8,11 @@ from torch import Tensor, nn
 
 from ..registry import MODEL_WRAPPERS
 
-__all__ = ['DMCPDistributedWrapper']
+__all__ = ['DMCPDDP', 'DMCPDistributedWrapper']
 
 
-@MODEL_WRAPPERS.register_module(name='DMCPDDP', force=True)
-class DMCPDistributedWrapper(nn.Module):
+@MODEL_WRAPPERS.register_module(force=True)
+class DMCPDDP(nn.Module):
     """Distributed wrapper for :class:`~projects.dmcp.models.DMCP`
     (registered as ``DMCPDDP``, replacing mmrazor's).
 
@@ -82,3 +82,7 @@ class DMCPDistributedWrapper(nn.Module):
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """Forward of the wrapped algorithm."""
         return self.module(*args, **kwargs)
+
+
+#: The old Python name of :class:`DMCPDDP`.
+DMCPDistributedWrapper = DMCPDDP

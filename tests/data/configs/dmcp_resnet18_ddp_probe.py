@@ -1,10 +1,10 @@
 """The ResNet-18 supernet config plus a hook that compares alpha and the
-weights across ranks after every iteration (tests/dist_probe.py)."""
+weights across ranks after every iteration (tests/helpers/dist_probe.py)."""
 
 _base_ = '../../../configs/pruning/dmcp/dmcp_resnet18_supernet_8xb64_in1k.py'
 
 custom_imports = dict(
-    imports=['projects.dmcp', 'tests.dist_probe'], allow_failed_imports=False
+    imports=['projects.dmcp', 'tests.helpers.dist_probe'], allow_failed_imports=False
 )
 
 custom_hooks = [

@@ -14,15 +14,14 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Union
 
-from tests.utils import REPO_ROOT, failure_excerpt, make_tiny_imagefolder
-
-RESNET18_SUPERNET = (
-    REPO_ROOT
-    / 'configs'
-    / 'pruning'
-    / 'dmcp'
-    / 'dmcp_resnet18_supernet_8xb64_in1k.py'
+from tests.helpers import (
+    DMCP_CONFIGS,
+    REPO_ROOT,
+    failure_excerpt,
+    make_tiny_imagefolder,
 )
+
+RESNET18_SUPERNET = DMCP_CONFIGS / 'dmcp_resnet18_supernet_8xb64_in1k.py'
 
 
 def make_tiny_imagenet(

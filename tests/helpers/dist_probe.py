@@ -8,7 +8,7 @@ from mmengine.dist import all_gather, get_rank
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
-from projects.dmcp.engine.loop import unwrap
+from projects.dmcp.utils import unwrap
 
 
 @HOOKS.register_module()

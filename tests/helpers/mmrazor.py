@@ -17,7 +17,7 @@ import torch
 import yaml
 from torch import nn
 
-from tests.utils import TEST_DATA
+from tests.helpers import TEST_DATA
 
 MMRAZOR_DATA = TEST_DATA / 'mmrazor'
 

@@ -17,9 +17,10 @@ import torch
 from PIL import Image
 from torch.overrides import TorchFunctionMode
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 TEST_DATA = REPO_ROOT / 'tests' / 'data'
-TINY_CONFIG = TEST_DATA / 'configs' / 'tiny_resnet18.py'
+TEST_CONFIGS = TEST_DATA / 'configs'
+TINY_CONFIG = TEST_CONFIGS / 'tiny_resnet18.py'
 DMCP_CONFIGS = REPO_ROOT / 'configs' / 'pruning' / 'dmcp'
 
 
