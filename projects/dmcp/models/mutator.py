@@ -168,6 +168,11 @@ class DMCPChannelMutator(BaseModule):
         """Names of the units, in order."""
         return [u.name for u in self.units]
 
+    @property
+    def divisor(self) -> int:
+        """The units' channel divisor (``channel_unit_cfg.divisor``)."""
+        return getattr(self.units[0], 'divisor', 1) if len(self.units) else 1
+
     def alphas(self) -> Tensor:
         """Architecture parameters of all units stacked, ``(U, G - 1)``."""
         return torch.stack([u.alpha for u in self.units])
@@ -379,7 +384,8 @@ class DMCPChannelMutator(BaseModule):
     ) -> Tuple[Choices, float]:
         """Scale every unit's width by the largest common factor ``s`` in
         ``[0, 1]`` for which the rounded subnet's FLOPs do not exceed
-        ``target`` (bisection).
+        ``target`` (bisection). Widths round to multiples of the units'
+        divisor (:meth:`DMCPChannelUnit.round_width`).
 
         Args:
             widths (Sequence[float]): Width of each unit, in unit order (e.g.
@@ -387,8 +393,8 @@ class DMCPChannelMutator(BaseModule):
                 network).
             target (float): FLOPs not to exceed.
             floor (str): Smallest width of a unit: ``'group'`` (its first
-                group) or ``'channel'`` (one channel). Defaults to
-                ``'group'``.
+                group) or ``'channel'`` (one channel; the divisor with
+                one). Defaults to ``'group'``.
 
         Returns:
             tuple[dict[str, int], float]: The choices and ``s``.
@@ -401,7 +407,7 @@ class DMCPChannelMutator(BaseModule):
 
         def scaled(s: float) -> Choices:
             return {
-                u.name: int(min(max(round(s * w), low), u.num_channels))
+                u.name: u.round_width(s * w, low)
                 for u, w, low in zip(self.units, widths, lows)
             }
 
