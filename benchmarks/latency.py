@@ -26,7 +26,7 @@ Networks:
 Usage::
 
     python benchmarks/latency.py [--nets demo resnet50 mobilenetv2]
-        [--batches 1 32] [--runs 20] [--threads 2] [--out FILE.md]
+        [--batches 1 32] [--runs 20] [--threads 1] [--out FILE.md]
 """
 
 import argparse
@@ -278,7 +278,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument('--runs', type=int, default=20)
     p.add_argument('--warmup', type=int, default=3)
     p.add_argument(
-        '--threads', type=int, default=2, help='torch and onnxruntime threads'
+        '--threads',
+        type=int,
+        default=1,
+        help='torch and onnxruntime threads (default 1: steadier on a '
+        'shared machine)',
     )
     p.add_argument(
         '--ratio',
