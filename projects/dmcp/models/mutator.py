@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from ..registry import MODELS, build_model
 from .flops import FlopsTable
+from .latency import LatencyTable
 from .layers import DynamicBatchNorm2d, convert_layer
 from .markov import (
     channel_scale,
@@ -84,6 +85,7 @@ class DMCPChannelMutator(BaseModule):
         self.input_shape: Sequence[int] = ()
         self._layers: Dict[str, nn.Module] = {}
         self._norms: List[DynamicBatchNorm2d] = []
+        self.latency_table: Optional[LatencyTable] = None
 
     # ------------------------------------------------------------------ build
     def prepare_from_supernet(
@@ -327,6 +329,32 @@ class DMCPChannelMutator(BaseModule):
     def expected_flops(self) -> Tensor:
         """``E(N_FLOPs)`` (Eq. 12), a differentiable float64 scalar."""
         return self.flops_table(self.expected_channels())
+
+    def set_latency_table(
+        self, doc: dict, where: str = 'latency table'
+    ) -> None:
+        """Use a per-layer latency table (:mod:`.latency`) for
+        :meth:`expected_latency`; call after :meth:`prepare_from_supernet`.
+
+        Args:
+            doc (dict): The table file's content.
+            where (str): The file, for errors. Defaults to
+                ``'latency table'``.
+
+        Raises:
+            ValueError: The table does not fit this network.
+        """
+        table = LatencyTable(
+            self.trace, self.specs, self.units[0].num_groups, doc, where
+        )
+        self.latency_table = table.to(self.alphas().device)
+
+    def expected_latency(self) -> Tensor:
+        """E[latency] in milliseconds from the latency table, a
+        differentiable float64 scalar (on alpha's device)."""
+        if self.latency_table is None:
+            raise ValueError('no latency table: call set_latency_table')
+        return self.latency_table(self.marginals())
 
     def subnet_flops(self, choices: Optional[Choices] = None) -> int:
         """Exact FLOPs of a subnet.
