@@ -3,7 +3,8 @@
 Usage::
 
     python tools/export_subnet.py CONFIG CHECKPOINT OUT
-        [--pickle-module] [--cfg-options KEY=VALUE ...]
+        [--format {torch,onnx}] [--opset N] [--pickle-module]
+        [--cfg-options KEY=VALUE ...]
 
 ``CONFIG`` is a subnet config (``model.type='mmrazor.DMCPSubnet'``, with the
 same ``model.subnet`` as for training) and ``CHECKPOINT`` a checkpoint of its
@@ -27,6 +28,15 @@ is, by running the pickle (trust the file)::
 
 The tool then checks that the pickle refers to no module of this repository
 and prints the packages it does refer to.
+
+``--format onnx`` writes ``OUT`` as an ONNX model (opset ``--opset``, 17 by
+default) of the pruned classifier's logits: input ``input`` ``(N, C, H, W)``
+(normalised images: the data preprocessor is not part of it; its ``mean``
+and ``std`` are in the model's metadata with the channels, FLOPs and
+parameters), output ``logits``. Before writing, the tool runs the ONNX model
+in onnxruntime on the CPU and torch on 8 random inputs and refuses a
+difference of logits above 1e-4. The subnet yaml is written beside it as
+for the torch format.
 """
 
 import os.path as osp
@@ -45,6 +55,7 @@ import torch
 from mmengine.config import Config, ConfigDict, DictAction
 
 from projects.dmcp import cli
+from projects.dmcp.deploy import MIN_OPSET, onnx_bytes, onnx_max_diff
 from projects.dmcp.fileio import atomic_write
 from projects.dmcp.model_config import read_model_config
 from projects.dmcp.models import (
@@ -76,6 +87,20 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('config', help='subnet config file path')
     parser.add_argument('checkpoint', help='checkpoint of its training')
     parser.add_argument('out', help='output file (e.g. dmcp_subnet.pth)')
+    parser.add_argument(
+        '--format',
+        choices=['torch', 'onnx'],
+        default='torch',
+        help='torch: a torch.save file (default); onnx: an ONNX model '
+        'checked with onnxruntime',
+    )
+    parser.add_argument(
+        '--opset',
+        type=int,
+        default=MIN_OPSET,
+        help=f'ONNX opset of --format onnx (default {MIN_OPSET}, at least '
+        f'{MIN_OPSET})',
+    )
     parser.add_argument(
         '--pickle-module',
         action='store_true',
@@ -196,13 +221,104 @@ def export(cfg: Config, checkpoint: str, out: str) -> dict:
     del meta['meta']
     buf = io.BytesIO()
     torch.save(dict(state_dict=model.state_dict(), meta=meta), buf)
+    yaml_path = write_yaml(out, info)
+    atomic_write(out, buf.getvalue())
+    return dict(info, yaml=yaml_path)
+
+
+def write_yaml(out: str, info: dict) -> str:
+    """Write the exported model's subnet yaml beside ``out``.
+
+    Args:
+        out (str): The exported file.
+        info (dict): From :func:`build_exported_model`.
+
+    Returns:
+        str: The yaml's path (``out`` with the suffix ``.yaml``).
+    """
     yaml_path = osp.splitext(out)[0] + '.yaml'
     subnet_meta = dict(
         info['meta'], flops=info['flops'], input_shape=info['input_shape']
     )
     dump_subnet(yaml_path, info['channels'], subnet_meta)
-    atomic_write(out, buf.getvalue())
-    return dict(info, yaml=yaml_path)
+    return yaml_path
+
+
+def check_subnet_file(cfg: Config) -> None:
+    """Refuse a config whose ``model.subnet`` yaml does not exist.
+
+    Args:
+        cfg (Config): A subnet config.
+
+    Raises:
+        FileNotFoundError: The yaml is missing (the message names
+            ``model.subnet`` and the file).
+    """
+    spec = read_model_config(cfg)
+    if spec.kind != 'DMCPSubnet' or osp.isfile(str(spec.subnet)):
+        return  # build_exported_model names a config of another kind
+    raise FileNotFoundError(
+        f'{cfg.filename}: model.subnet={spec.subnet}: no such file; the '
+        "ONNX export needs the pruned model's subnet yaml (--cfg-options "
+        'model.subnet=<work_dir>/DMCP_SUBNET_IMAGENET.yaml)'
+    )
+
+
+#: Random inputs the ONNX model is checked on, and the largest difference
+#: of logits accepted.
+ONNX_CHECK_IMAGES = 8
+ONNX_TOLERANCE = 1e-4
+
+
+def export_onnx(
+    cfg: Config, checkpoint: str, out: str, opset: int = MIN_OPSET
+) -> dict:
+    """Write the pruned classifier as ONNX to ``out`` after checking it
+    with onnxruntime against torch (``--format onnx``).
+
+    Args:
+        cfg (Config): A subnet config.
+        checkpoint (str): The checkpoint.
+        out (str): The output file (e.g. ``dmcp_subnet.onnx``).
+        opset (int): The ONNX opset. Defaults to 17.
+
+    Returns:
+        dict: What :func:`build_exported_model` returned, ``yaml`` (the
+        subnet yaml written), ``max_diff`` (the check's largest difference
+        of logits) and ``size`` (bytes of the ONNX file).
+
+    Raises:
+        FileNotFoundError: ``model.subnet`` names no file.
+        RuntimeError: onnxruntime's logits differ from torch's by more than
+            1e-4.
+    """
+    check_subnet_file(cfg)
+    model, info = build_exported_model(cfg, checkpoint)
+    preprocessor = cfg.get('data_preprocessor') or {}
+    metadata = dict(
+        channels=info['channels'],
+        flops=info['flops'],
+        params=info['params'],
+        input_shape=info['input_shape'],
+        mean=_plain(preprocessor.get('mean')),
+        std=_plain(preprocessor.get('std')),
+    )
+    data = onnx_bytes(model, info['input_shape'], opset, metadata)
+    inputs = torch.randn(
+        ONNX_CHECK_IMAGES,
+        *info['input_shape'],
+        generator=torch.Generator().manual_seed(0),
+    )
+    max_diff = onnx_max_diff(data, model, inputs)
+    if not max_diff <= ONNX_TOLERANCE:
+        raise RuntimeError(
+            f"{out}: onnxruntime's logits differ from torch's by "
+            f'{max_diff:.3g} (> {ONNX_TOLERANCE}) on '
+            f'{ONNX_CHECK_IMAGES} images; not written'
+        )
+    yaml_path = write_yaml(out, info)
+    atomic_write(out, data)
+    return dict(info, yaml=yaml_path, max_diff=max_diff, size=len(data))
 
 
 def export_module(cfg: Config, checkpoint: str, out: str) -> dict:
@@ -242,14 +358,24 @@ def main(argv: Optional[List[str]] = None) -> dict:
         argv (list[str], optional): Arguments. Defaults to None.
 
     Returns:
-        dict: What :func:`export` (or :func:`export_module`) returned.
+        dict: What :func:`export` (or :func:`export_module`,
+        :func:`export_onnx`) returned.
     """
 
     args = parse_args(argv)
     cfg = Config.fromfile(args.config)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
-    if args.pickle_module:
+    if args.format == 'onnx':
+        if args.pickle_module:
+            raise ValueError('--pickle-module: only with --format torch')
+        info = export_onnx(cfg, args.checkpoint, args.out, args.opset)
+        how = (
+            f'ONNX opset {args.opset}, {info["size"]} bytes; onnxruntime '
+            f'matches torch within {info["max_diff"]:.2g} on '
+            f'{ONNX_CHECK_IMAGES} images; subnet yaml {info["yaml"]}'
+        )
+    elif args.pickle_module:
         info = export_module(cfg, args.checkpoint, args.out)
         how = (
             f'loads with {", ".join(info["requires"])} (torch.load(..., '

@@ -43,10 +43,11 @@ def check_sampling(sampling: str) -> None:
 
 def subnet_meta(algo, sampling: str, flops: int, supernet: str) -> dict:
     """The ``meta`` section of a subnet yaml (``expected_flops`` is the
-    search's final E[FLOPs], Eq. 12)."""
+    search's final E[FLOPs], Eq. 12; ``divisor`` the units' channel
+    divisor, when not 1)."""
     with torch.no_grad():
         expected = float(algo.mutator.expected_flops())
-    return dict(
+    meta = dict(
         algorithm='DMCP',
         sampling=sampling,
         target_flops=int(algo.target_flops),
@@ -55,6 +56,10 @@ def subnet_meta(algo, sampling: str, flops: int, supernet: str) -> dict:
         supernet=supernet,
         expected_flops=int(round(expected)),
     )
+    divisor = algo.mutator.divisor
+    if divisor != 1:  # widths but full ones are multiples of it
+        meta['divisor'] = divisor
+    return meta
 
 
 def expected_sampling(mutator, target: float) -> tuple:

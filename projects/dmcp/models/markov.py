@@ -23,7 +23,9 @@ __all__ = [
     'channel_scale',
     'sample_num_groups',
     'expected_num_groups',
+    'check_divisor',
     'group_ends',
+    'round_width',
 ]
 
 
@@ -137,26 +139,78 @@ def expected_num_groups(alpha: Tensor) -> Tensor:
     return marginal_probs(alpha).sum(dim=-1)
 
 
-def group_ends(num_channels: int, num_groups: int) -> list:
+def group_ends(num_channels: int, num_groups: int, divisor: int = 1) -> list:
     """Channel index at which each group ends (exclusive), for ``G`` groups as
     equal as integers allow: group ``k`` ends at ``round(C * k / G)``.
 
+    With a ``divisor`` ``d`` the channels are cut into ``B = C // d`` blocks
+    of ``d`` and group ``k < G`` ends at ``d * round(B * k / G)``, a multiple
+    of ``d``; the last group ends at ``C`` (not a multiple of ``d`` when
+    ``C`` is not: its extra channels go to the last group).
+
     Args:
         num_channels (int): Channels ``C`` of the unit.
-        num_groups (int): Groups ``G``; ``1 <= G <= C``.
+        num_groups (int): Groups ``G``; ``1 <= G <= C // d``.
+        divisor (int): Every end but the last is a multiple of it.
+            Defaults to 1.
 
     Returns:
         list[int]: ``G`` strictly increasing ends, the last equal to ``C``.
     """
     if num_groups < 1:
         raise ValueError(f'num_groups must be >= 1, got {num_groups}')
-    if num_groups > num_channels:
-        raise ValueError(
-            f'num_groups={num_groups} is more than the '
-            f'{num_channels} channels to split'
+    check_divisor(divisor)
+    blocks = num_channels // divisor
+    if num_groups > blocks:
+        what = (
+            f'the {num_channels} channels to split'
+            if divisor == 1
+            else f'the {blocks} blocks of divisor={divisor} in '
+            f'{num_channels} channels: every group needs a block'
         )
-    # Integer arithmetic: round half up of C * k / G.
-    return [
-        (2 * num_channels * k + num_groups) // (2 * num_groups)
-        for k in range(1, num_groups + 1)
+        raise ValueError(f'num_groups={num_groups} is more than {what}')
+    # Integer arithmetic: round half up of B * k / G.
+    ends = [
+        divisor * ((2 * blocks * k + num_groups) // (2 * num_groups))
+        for k in range(1, num_groups)
     ]
+    return ends + [num_channels]
+
+
+def check_divisor(divisor: int) -> None:
+    """Refuse a divisor that is not a positive integer.
+
+    Args:
+        divisor (int): The channel divisor.
+
+    Raises:
+        ValueError: It is not an integer >= 1.
+    """
+    if not isinstance(divisor, int) or isinstance(divisor, bool):
+        raise ValueError(f'divisor must be an integer, got {divisor!r}')
+    if divisor < 1:
+        raise ValueError(f'divisor must be >= 1, got {divisor}')
+
+
+def round_width(
+    value: float, num_channels: int, divisor: int = 1, low: int = 1
+) -> int:
+    """A width as a channel count: the nearest multiple of ``divisor``,
+    at least ``low`` and at most ``num_channels`` (which need not be a
+    multiple of it).
+
+    Args:
+        value (float): The width (e.g. expected channels).
+        num_channels (int): The full width.
+        divisor (int): Widths below the full one are multiples of it.
+            Defaults to 1.
+        low (int): The smallest width. Defaults to 1 (raised to
+            ``divisor``).
+
+    Returns:
+        int: The channel count.
+    """
+    width = divisor * round(value / divisor)
+    if num_channels - value < abs(value - width):
+        width = num_channels  # nearer than any multiple (an odd full width)
+    return int(min(max(width, low, divisor), num_channels))

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from ..registry import MODELS, build_model
 from .flops import FlopsTable
+from .latency import LatencyTable
 from .layers import DynamicBatchNorm2d, convert_layer
 from .markov import (
     channel_scale,
@@ -84,6 +85,7 @@ class DMCPChannelMutator(BaseModule):
         self.input_shape: Sequence[int] = ()
         self._layers: Dict[str, nn.Module] = {}
         self._norms: List[DynamicBatchNorm2d] = []
+        self.latency_table: Optional[LatencyTable] = None
 
     # ------------------------------------------------------------------ build
     def prepare_from_supernet(
@@ -167,6 +169,11 @@ class DMCPChannelMutator(BaseModule):
     def unit_names(self) -> List[str]:
         """Names of the units, in order."""
         return [u.name for u in self.units]
+
+    @property
+    def divisor(self) -> int:
+        """The units' channel divisor (``channel_unit_cfg.divisor``)."""
+        return getattr(self.units[0], 'divisor', 1) if len(self.units) else 1
 
     def alphas(self) -> Tensor:
         """Architecture parameters of all units stacked, ``(U, G - 1)``."""
@@ -323,6 +330,32 @@ class DMCPChannelMutator(BaseModule):
         """``E(N_FLOPs)`` (Eq. 12), a differentiable float64 scalar."""
         return self.flops_table(self.expected_channels())
 
+    def set_latency_table(
+        self, doc: dict, where: str = 'latency table'
+    ) -> None:
+        """Use a per-layer latency table (:mod:`.latency`) for
+        :meth:`expected_latency`; call after :meth:`prepare_from_supernet`.
+
+        Args:
+            doc (dict): The table file's content.
+            where (str): The file, for errors. Defaults to
+                ``'latency table'``.
+
+        Raises:
+            ValueError: The table does not fit this network.
+        """
+        table = LatencyTable(
+            self.trace, self.specs, self.units[0].num_groups, doc, where
+        )
+        self.latency_table = table.to(self.alphas().device)
+
+    def expected_latency(self) -> Tensor:
+        """E[latency] in milliseconds from the latency table, a
+        differentiable float64 scalar (on alpha's device)."""
+        if self.latency_table is None:
+            raise ValueError('no latency table: call set_latency_table')
+        return self.latency_table(self.marginals())
+
     def subnet_flops(self, choices: Optional[Choices] = None) -> int:
         """Exact FLOPs of a subnet.
 
@@ -379,7 +412,8 @@ class DMCPChannelMutator(BaseModule):
     ) -> Tuple[Choices, float]:
         """Scale every unit's width by the largest common factor ``s`` in
         ``[0, 1]`` for which the rounded subnet's FLOPs do not exceed
-        ``target`` (bisection).
+        ``target`` (bisection). Widths round to multiples of the units'
+        divisor (:meth:`DMCPChannelUnit.round_width`).
 
         Args:
             widths (Sequence[float]): Width of each unit, in unit order (e.g.
@@ -387,8 +421,8 @@ class DMCPChannelMutator(BaseModule):
                 network).
             target (float): FLOPs not to exceed.
             floor (str): Smallest width of a unit: ``'group'`` (its first
-                group) or ``'channel'`` (one channel). Defaults to
-                ``'group'``.
+                group) or ``'channel'`` (one channel; the divisor with
+                one). Defaults to ``'group'``.
 
         Returns:
             tuple[dict[str, int], float]: The choices and ``s``.
@@ -401,7 +435,7 @@ class DMCPChannelMutator(BaseModule):
 
         def scaled(s: float) -> Choices:
             return {
-                u.name: int(min(max(round(s * w), low), u.num_channels))
+                u.name: u.round_width(s * w, low)
                 for u, w, low in zip(self.units, widths, lows)
             }
 

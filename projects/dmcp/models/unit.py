@@ -12,6 +12,7 @@ from .markov import (
     expected_channels,
     group_ends,
     marginal_probs,
+    round_width,
     sample_num_groups,
 )
 
@@ -51,7 +52,8 @@ class DMCPChannelUnit(nn.Module):
 
     ``alpha`` has ``num_groups - 1`` entries: the first group is always kept
     (``p_1 = 1``, Eq. 5). Retaining ``k`` groups means the first ``k``; group
-    ``k`` ends at channel ``round(C * k / G)``.
+    ``k`` ends at channel ``round(C * k / G)`` (with a ``divisor``, at a
+    multiple of it: :func:`~.markov.group_ends`).
 
     Args:
         name (str): The unit's name (its first producing layer).
@@ -70,6 +72,10 @@ class DMCPChannelUnit(nn.Module):
             randomly). Defaults to 0.01.
         layers (Sequence[str], optional): Names of the layers whose output
             channels the unit sets, for reports. Defaults to None.
+        divisor (int): Every width the unit takes but its full one is a
+            multiple of it (group ends, Expected Sampling, fitted widths),
+            e.g. 8 for hardware kernels; ``num_channels // divisor`` must
+            be at least ``num_groups``. Defaults to 1.
     """
 
     def __init__(
@@ -80,6 +86,7 @@ class DMCPChannelUnit(nn.Module):
         alpha_init: Union[str, float] = 'uniform',
         alpha_init_std: float = 0.01,
         layers: Optional[Sequence[str]] = None,
+        divisor: int = 1,
     ) -> None:
         super().__init__()
         if not isinstance(num_groups, int) or num_groups < 1:
@@ -95,8 +102,14 @@ class DMCPChannelUnit(nn.Module):
         self.name = name
         self.num_channels = num_channels
         self.num_groups = num_groups
+        self.divisor = divisor
         self.layers: List[str] = list(layers or [name])
-        self.ends: List[int] = group_ends(num_channels, num_groups)
+        try:
+            self.ends: List[int] = group_ends(
+                num_channels, num_groups, divisor
+            )
+        except ValueError as e:
+            raise ValueError(f'{e} (unit {name})') from None
         sizes = [self.ends[0]] + [
             b - a for a, b in zip(self.ends, self.ends[1:])
         ]
@@ -147,14 +160,28 @@ class DMCPChannelUnit(nn.Module):
 
     def expected_choice(self) -> int:
         """Expected Sampling: ``E(channel)`` rounded to a channel count
-        (Section 3.3)."""
+        (Section 3.3), a multiple of the divisor unless it is the full
+        width."""
         value = float(self.expected_channels().detach())
-        return int(min(max(round(value), 1), self.num_channels))
+        return self.round_width(value)
+
+    def round_width(self, value: float, low: int = 1) -> int:
+        """A width rounded to a channel count this unit can take: the
+        nearest multiple of the divisor, in ``[max(low, divisor), C]``.
+
+        Args:
+            value (float): The width.
+            low (int): The smallest width. Defaults to 1.
+
+        Returns:
+            int: The channel count.
+        """
+        return round_width(value, self.num_channels, self.divisor, low)
 
     def extra_repr(self) -> str:
         return (
             f'name={self.name}, num_channels={self.num_channels}, '
-            f'num_groups={self.num_groups}'
+            f'num_groups={self.num_groups}, divisor={self.divisor}'
         )
 
 
