@@ -7,12 +7,11 @@ import torch
 from torch import Tensor, nn
 
 from ..registry import MODELS
+from .bernoulli import check_process, keep_marginals, sample_groups
 from .markov import (
     channel_scale,
     expected_channels,
     group_ends,
-    marginal_probs,
-    sample_num_groups,
 )
 
 __all__ = ['DMCPChannelUnit']
@@ -70,6 +69,11 @@ class DMCPChannelUnit(nn.Module):
             randomly). Defaults to 0.01.
         layers (Sequence[str], optional): Names of the layers whose output
             channels the unit sets, for reports. Defaults to None.
+        process (str): ``'markov'``, the paper's Markov process, or
+            ``'bernoulli'``, the ablation of supplement D: each group after
+            the first kept with its own independent probability
+            ``sigmoid(alpha_k)`` (see :mod:`projects.dmcp.models.bernoulli`).
+            Defaults to ``'markov'``.
     """
 
     def __init__(
@@ -80,8 +84,12 @@ class DMCPChannelUnit(nn.Module):
         alpha_init: Union[str, float] = 'uniform',
         alpha_init_std: float = 0.01,
         layers: Optional[Sequence[str]] = None,
+        process: str = 'markov',
     ) -> None:
         super().__init__()
+        self.process = check_process(
+            process, 'model.mutator.channel_unit_cfg.process'
+        )
         if not isinstance(num_groups, int) or num_groups < 1:
             raise ValueError(
                 f'num_groups must be a positive integer, got '
@@ -114,8 +122,9 @@ class DMCPChannelUnit(nn.Module):
         return self.ends[0]
 
     def marginals(self) -> Tensor:
-        """``p(w_k)`` of every group (Eq. 6), shape ``(G,)``."""
-        return marginal_probs(self.alpha)
+        """``p(w_k)`` of every group (Eq. 6, or independent under
+        ``process='bernoulli'``), shape ``(G,)``."""
+        return keep_marginals(self.alpha, self.process)
 
     def expected_channels(self) -> Tensor:
         """``E(channel)`` (Eq. 8), a differentiable scalar."""
@@ -134,7 +143,8 @@ class DMCPChannelUnit(nn.Module):
     def sample_channels(
         self, generator: Optional[torch.Generator] = None
     ) -> int:
-        """Direct Sampling: run the Markov chain once (Section 3.3).
+        """Direct Sampling: run the Markov chain once (Section 3.3), or
+        draw the groups independently under ``process='bernoulli'``.
 
         Args:
             generator (torch.Generator, optional): Source of randomness.
@@ -143,7 +153,8 @@ class DMCPChannelUnit(nn.Module):
         Returns:
             int: Retained channels (a group boundary).
         """
-        return self.channels_of(int(sample_num_groups(self.alpha, generator)))
+        groups = sample_groups(self.alpha, generator, self.process)
+        return self.channels_of(int(groups))
 
     def expected_choice(self) -> int:
         """Expected Sampling: ``E(channel)`` rounded to a channel count
