@@ -64,10 +64,37 @@ def tiny_dmcp(
     )
 
 
+def plant_redundancy(algo: DMCP, units: List[str]) -> None:
+    """Make the last half of each named unit's channels exactly zero: the
+    batch norms of all its producing layers (all layers joined by a
+    residual addition, for a residual unit) get weight and bias 0 there.
+
+    Args:
+        algo (DMCP): The algorithm whose supernet to change.
+        units (list[str]): Unit names (``algo.mutator.unit_names``).
+    """
+    modules = dict(algo.architecture.named_modules())
+    with torch.no_grad():
+        for spec in algo.mutator.specs:
+            if spec.name in units:
+                half = spec.num_channels // 2
+                for name in spec.scale_points:
+                    modules[name].weight[half:] = 0
+                    modules[name].bias[half:] = 0
+
+
 def train_full(
-    algo: DMCP, x: Tensor, y: Tensor, steps: int = 400, seed: int = 0
+    algo: DMCP,
+    x: Tensor,
+    y: Tensor,
+    steps: int = 400,
+    seed: int = 0,
+    planted: Optional[List[str]] = None,
 ) -> None:
-    """Plain training of the full network (not a search), then freeze it."""
+    """Plain training of the full network (not a search), then freeze it.
+    With ``planted`` units, their planted channels stay zero throughout
+    (:func:`plant_redundancy` after every step): the network learns to do
+    without them."""
     net = algo.architecture
     algo.mutator.set_subnet('max')
     g = torch.Generator().manual_seed(seed)
@@ -81,16 +108,30 @@ def train_full(
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if planted:
+            plant_redundancy(algo, planted)
     for p in net.parameters():
         p.requires_grad_(False)
 
 
-def alpha_optim(algo: DMCP, lr: float = 0.1) -> OptimWrapperDict:
-    """Adam on alpha; a zero-rate SGD on the (frozen) weights."""
+def alpha_optim(
+    algo: DMCP, lr: float = 0.1, step: Optional[float] = None
+) -> OptimWrapperDict:
+    """Adam on alpha, or with ``step`` the Fashion-MNIST config's
+    normalised gradient descent (every alpha step has length ``step``, in
+    the direction of the gradient); a zero-rate SGD on the frozen weights.
+    """
     weights = list(algo.architecture.parameters())
+    if step is None:
+        arch = OptimWrapper(torch.optim.Adam(algo.mutator.parameters(), lr))
+    else:
+        arch = OptimWrapper(
+            torch.optim.SGD(algo.mutator.parameters(), lr=step * 1000.0),
+            clip_grad=dict(max_norm=0.001),
+        )
     return OptimWrapperDict(
         architecture=OptimWrapper(torch.optim.SGD(weights, lr=0.0)),
-        mutator=OptimWrapper(torch.optim.Adam(algo.mutator.parameters(), lr)),
+        mutator=arch,
     )
 
 
@@ -122,11 +163,16 @@ def accuracy(
 
 
 def search(
-    algo: DMCP, x: Tensor, y: Tensor, steps: int, lr: float = 0.1
+    algo: DMCP,
+    x: Tensor,
+    y: Tensor,
+    steps: int,
+    lr: float = 0.1,
+    step: Optional[float] = None,
 ) -> List[Tuple[float, float]]:
-    """``steps`` architecture steps; after each, ``(E[FLOPs] / full,
-    Markov-scaled training accuracy)``."""
-    optim = alpha_optim(algo, lr)
+    """``steps`` architecture steps (optimiser: :func:`alpha_optim`); after
+    each, ``(E[FLOPs] / full, Markov-scaled training accuracy)``."""
+    optim = alpha_optim(algo, lr, step)
     g = torch.Generator().manual_seed(1)
     trace = []
     for _ in range(steps):
