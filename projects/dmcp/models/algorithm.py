@@ -416,7 +416,6 @@ class DMCP(BaseAlgorithm):
         """Stage 2: Markov-scaled full network, alpha-only step (Eq. 15).
         What to check for finiteness is appended to ``checks``."""
         checks = [] if checks is None else checks
-        alphas = self.mutator.arch_parameters()
         if self.arch_loss == 'flops_only':
             return self._flops_only_step(optim_wrapper, checks)
         with (
@@ -430,12 +429,7 @@ class DMCP(BaseAlgorithm):
             loss = loss_cls + loss_reg
         checks.append(('the task loss of the architecture step', loss_cls))
         checks.append(('the budget loss (loss_reg)', loss_reg))
-        optim_wrapper.backward(loss, inputs=alphas)
-        all_reduce_grads(alphas)
-        optim_wrapper.step()
-        optim_wrapper.zero_grad()
-        checks.append(('alpha after the update', self.mutator.alphas()))
-        self.last_expected_flops = expected.detach()
+        self._step_alpha(optim_wrapper, loss, expected, checks)
         return {
             'arch.loss_cls': loss_cls.detach(),
             'arch.loss_reg': loss_reg.detach(),
@@ -446,18 +440,29 @@ class DMCP(BaseAlgorithm):
     ) -> Dict[str, Tensor]:
         """Stage 2 of Table 5's first row: alpha steps on the budget loss
         alone; no forward pass, so no task gradient reaches alpha."""
-        alphas = self.mutator.arch_parameters()
         with optim_wrapper.optim_context(self.mutator):
             expected = self.mutator.expected_flops()
             loss_reg = self.budget(expected).float()
         checks.append(('the budget loss (loss_reg)', loss_reg))
-        optim_wrapper.backward(loss_reg, inputs=alphas)
+        self._step_alpha(optim_wrapper, loss_reg, expected, checks)
+        return {'arch.loss_reg': loss_reg.detach()}
+
+    def _step_alpha(
+        self,
+        optim_wrapper: OptimWrapper,
+        loss: Tensor,
+        expected: Tensor,
+        checks: list,
+    ) -> None:
+        """Back-propagate ``loss`` to alpha only, average over ranks, step,
+        and record E[FLOPs] for the estimator hook."""
+        alphas = self.mutator.arch_parameters()
+        optim_wrapper.backward(loss, inputs=alphas)
         all_reduce_grads(alphas)
         optim_wrapper.step()
         optim_wrapper.zero_grad()
         checks.append(('alpha after the update', self.mutator.alphas()))
         self.last_expected_flops = expected.detach()
-        return {'arch.loss_reg': loss_reg.detach()}
 
     def _weight_params(self) -> List[nn.Parameter]:
         return [p for p in self.architecture.parameters() if p.requires_grad]

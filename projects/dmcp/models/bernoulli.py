@@ -24,7 +24,12 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .markov import marginal_probs, sample_num_groups, transition_probs
+from .markov import (
+    marginal_probs,
+    sample_num_groups,
+    transition_probs,
+    uniform_like,
+)
 
 __all__ = [
     'PROCESSES',
@@ -85,11 +90,7 @@ def sample_num_groups_bernoulli(
     """
     with torch.no_grad():
         p = torch.sigmoid(alpha.detach().double())
-        device = p.device if generator is None else generator.device
-        u = torch.rand(
-            p.shape, generator=generator, dtype=p.dtype, device=device
-        ).to(p.device)
-        return (u < p).long().sum(dim=-1) + 1
+        return (uniform_like(p, generator) < p).long().sum(dim=-1) + 1
 
 
 def keep_marginals(alpha: Tensor, process: str = 'markov') -> Tensor:
