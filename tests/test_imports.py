@@ -36,6 +36,8 @@ STAGES: Dict[str, Tuple[str, ...]] = {
     ),
     'search': (
         'models.algorithm',
+        'models.bernoulli',
+        'models.distill',
         'models.losses',
         'models.mutator',
         'models.latency',

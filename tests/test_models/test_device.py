@@ -100,13 +100,29 @@ def test_markov_scaled_forward_on_device(meta_algo):
     assert out.device == META and out.shape == (2, 3)
 
 
+BERNOULLI = dict(
+    type='DMCPChannelMutator',
+    channel_unit_cfg=dict(num_groups=10, process='bernoulli'),
+)
+ABLATIONS = [
+    {},
+    dict(mutator=BERNOULLI),
+    dict(sandwich='original'),
+    dict(arch_loss='flops_only'),
+    dict(update_weights_after_warmup=False),
+    dict(distill='inplace'),
+]
+
+
+@pytest.mark.parametrize('ablation', ABLATIONS, ids=lambda a: str(a))
 @pytest.mark.parametrize('update_arch', [False, True])
 def test_search_step_has_no_other_host_sync(
-    update_arch: bool, monkeypatch: pytest.MonkeyPatch
+    update_arch: bool, ablation: dict, monkeypatch: pytest.MonkeyPatch
 ):
     """A whole stage 1 (+ stage 2) on the meta device, its two designed host
-    syncs replaced by stand-ins that read no tensor data."""
-    algo = make_algo().to(META)
+    syncs replaced by stand-ins that read no tensor data; the same for
+    every ablation switch."""
+    algo = make_algo(**ablation).to(META)
     optim = make_optim(algo)
     synced = []
 
@@ -125,8 +141,10 @@ def test_search_step_has_no_other_host_sync(
     )
     with CudaDeviceRules():
         log = algo.train_step(make_batch(), optim, update_arch=update_arch)
-    assert synced == [(algo.num_direct_samples, len(algo.mutator.units))]
-    assert log['loss'].device == META
+    skips_stage1 = update_arch and 'update_weights_after_warmup' in ablation
+    shape = (algo.num_direct_samples, len(algo.mutator.units))
+    assert synced == ([] if skips_stage1 else [shape])
+    assert log and all(v.device == META for v in log.values())
     assert all(p.device == META for p in algo.parameters())
 
 

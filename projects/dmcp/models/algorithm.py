@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from ..registry import MODELS, build_model
 from ..utils import check_input_shape, tensor_forward
+from .distill import captured_output, kl_to_teacher
 from .flops import format_flops, parse_flops
 from .losses import DMCPBudgetLoss
 from .mutator import DMCPChannelMutator
@@ -26,6 +27,25 @@ __all__ = [
 
 WEIGHTS_KEY = 'architecture'
 ARCH_KEY = 'mutator'
+
+#: Values of the ablation switches (see :class:`DMCP`).
+SANDWICH_RULES = ('variant', 'original')
+ARCH_LOSSES = ('full', 'flops_only')
+DISTILL_MODES = ('none', 'inplace')
+
+
+def check_choice(value: object, allowed: Sequence, key: str) -> None:
+    """Refuse a config value outside ``allowed`` in one line naming the key.
+
+    Args:
+        value (object): The configured value.
+        allowed (Sequence): The accepted values.
+        key (str): The config key, e.g. ``'model.sandwich'``.
+    """
+    if isinstance(value, bool) or value not in allowed:
+        raise ValueError(
+            f'{key} must be one of {tuple(allowed)}, got {value!r}'
+        )
 
 
 def check_optim_wrapper_keys(optim_wrapper: OptimWrapperDict) -> None:
@@ -139,6 +159,29 @@ class DMCP(BaseAlgorithm):
             ``'bounded'``.
         num_direct_samples (int): Subnets drawn by Direct Sampling in each
             stage 1 (the sandwich rule's random subnets). Defaults to 2.
+        sandwich (str): Stage 1's random subnets: ``'variant'``, the
+            paper's variant sandwich rule (each unit's width drawn by its
+            own Markov chain, Section 3.2), or ``'original'``, the original
+            sandwich rule (one width ratio for every unit, uniform over the
+            group boundaries; the ablation of Table 4). Defaults to
+            ``'variant'``.
+        arch_loss (str): Loss of stage 2: ``'full'``, Eq. 15's
+            ``loss_cls + lambda_reg * loss_reg``, or ``'flops_only'``, the
+            budget loss alone (no forward pass, alpha gets no task
+            gradient; Table 5, first row). Defaults to ``'full'``.
+        update_weights_after_warmup (bool): Whether stage 1 also runs in the
+            iterative phase. False updates only alpha after warmup (Table 5,
+            first two rows) and, with ``lambda_reg=0``, is the
+            recoverability experiment of Section 4.2 (Fig. 4). Defaults to
+            True.
+        distill (str): Stage 1's loss for the subnets other than ``max``:
+            ``'none'``, the head's loss on the labels (the paper, Eq. 14), or
+            ``'inplace'``, the official code's in-place distillation: the
+            KL divergence (T = 1) to the ``max`` subnet's detached output,
+            while ``max`` learns from the labels. Label smoothing (the
+            official MobileNetV2 setting, 0.1) is the head's
+            ``loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1)``.
+            Defaults to ``'none'``.
         seed (int, optional): Seed of the generator that draws subnets.
             Defaults to None (drawn from torch's global generator, which the
             runner seeds identically on every rank).
@@ -157,6 +200,10 @@ class DMCP(BaseAlgorithm):
         lambda_reg: float = 0.1,
         budget_mode: str = 'bounded',
         num_direct_samples: int = 2,
+        sandwich: str = 'variant',
+        arch_loss: str = 'full',
+        update_weights_after_warmup: bool = True,
+        distill: str = 'none',
         seed: Optional[int] = None,
         data_preprocessor: Optional[Union[Dict, nn.Module]] = None,
         init_cfg: Optional[Dict] = None,
@@ -186,6 +233,30 @@ class DMCP(BaseAlgorithm):
                 'model.num_direct_samples must be an integer '
                 f'>= 0, got {num_direct_samples!r}'
             )
+        check_choice(sandwich, SANDWICH_RULES, 'model.sandwich')
+        check_choice(arch_loss, ARCH_LOSSES, 'model.arch_loss')
+        check_choice(distill, DISTILL_MODES, 'model.distill')
+        if not isinstance(update_weights_after_warmup, bool):
+            raise ValueError(
+                'model.update_weights_after_warmup must be True or False, '
+                f'got {update_weights_after_warmup!r}'
+            )
+        if arch_loss == 'flops_only' and not lambda_reg:
+            raise ValueError(
+                "model.arch_loss='flops_only' needs model.lambda_reg > 0: "
+                'with lambda_reg=0 alpha would get no gradient at all'
+            )
+        if distill == 'inplace' and not isinstance(
+            getattr(self.architecture, 'head', None), nn.Module
+        ):
+            raise ValueError(
+                "model.distill='inplace' needs a classifier with a head "
+                "module (the max subnet's logits are read from it)"
+            )
+        self.sandwich = sandwich
+        self.arch_loss = arch_loss
+        self.update_weights_after_warmup = update_weights_after_warmup
+        self.distill = distill
         self.input_shape = check_input_shape(input_shape)
         if mutator is None:
             mutator = dict(type='DMCPChannelMutator')
@@ -264,7 +335,10 @@ class DMCP(BaseAlgorithm):
         weights_ow, arch_ow = self._split_optim_wrapper(optim_wrapper)
         checks = [('alpha', self.mutator.alphas())]
         data = self.data_preprocessor(data, True)
-        log_vars = self._weight_step(data, weights_ow, checks)
+        if update_arch and not self.update_weights_after_warmup:
+            log_vars, self.last_subnet_flops = {}, {}
+        else:
+            log_vars = self._weight_step(data, weights_ow, checks)
         if update_arch:
             log_vars.update(self._arch_step(data, arch_ow, checks))
         raise_if_not_finite(checks)
@@ -279,24 +353,30 @@ class DMCP(BaseAlgorithm):
         """Stage 1: the variant sandwich rule, one optimizer step. What to
         check for finiteness is appended to ``checks``."""
         checks = [] if checks is None else checks
-        rows = self.mutator.sample_direct_batch(
-            self.num_direct_samples, self.sampler
-        )
+        if self.sandwich == 'original':
+            rows = self.mutator.sample_uniform_batch(
+                self.num_direct_samples, self.sampler
+            )
+        else:
+            rows = self.mutator.sample_direct_batch(
+                self.num_direct_samples, self.sampler
+            )
         plan = [('max', 'max'), ('min', 'min')] + [
             (f'direct{i}', choices)
             for i, choices in enumerate(self.mutator.choices_from_rows(rows))
         ]
         log_vars, total = {}, 0.0
         self.last_subnet_flops = {}
+        teacher = None
         for tag, subnet in plan:
             choices = self.mutator.set_subnet(subnet)
             self.last_subnet_flops[tag] = self.mutator.subnet_flops(choices)
             with optim_wrapper.optim_context(self):
                 if tag == 'max':
-                    losses = self.architecture(**data, mode='loss')
+                    losses, teacher = self._max_forward(data)
                 else:
                     with self.mutator.frozen_norm_stats():
-                        losses = self.architecture(**data, mode='loss')
+                        losses = self._student_forward(data, teacher)
             loss, parsed = self.parse_losses(losses)
             checks.append((f'the task loss of the {tag} subnet', loss))
             optim_wrapper.backward(loss)
@@ -309,6 +389,24 @@ class DMCP(BaseAlgorithm):
         log_vars['loss'] = total
         return log_vars
 
+    def _max_forward(self, data: dict) -> Tuple[dict, Optional[Tensor]]:
+        """The ``max`` subnet's losses on the labels and, for in-place
+        distillation, its logits (read from the head inside the same
+        forward pass)."""
+        if self.distill == 'none':
+            return self.architecture(**data, mode='loss'), None
+        with captured_output(self.architecture.head) as outputs:
+            losses = self.architecture(**data, mode='loss')
+        return losses, outputs[-1].detach()
+
+    def _student_forward(self, data: dict, teacher: Optional[Tensor]) -> dict:
+        """A smaller subnet's losses: on the labels, or the KL divergence to
+        the ``max`` subnet's logits under in-place distillation."""
+        if teacher is None:
+            return self.architecture(**data, mode='loss')
+        logits = self.architecture(**data, mode='tensor')
+        return {'loss_kd': kl_to_teacher(logits, teacher)}
+
     def _arch_step(
         self,
         data: dict,
@@ -318,7 +416,8 @@ class DMCP(BaseAlgorithm):
         """Stage 2: Markov-scaled full network, alpha-only step (Eq. 15).
         What to check for finiteness is appended to ``checks``."""
         checks = [] if checks is None else checks
-        alphas = self.mutator.arch_parameters()
+        if self.arch_loss == 'flops_only':
+            return self._flops_only_step(optim_wrapper, checks)
         with (
             optim_wrapper.optim_context(self.mutator),
             self.mutator.markov_scaling(),
@@ -330,16 +429,40 @@ class DMCP(BaseAlgorithm):
             loss = loss_cls + loss_reg
         checks.append(('the task loss of the architecture step', loss_cls))
         checks.append(('the budget loss (loss_reg)', loss_reg))
+        self._step_alpha(optim_wrapper, loss, expected, checks)
+        return {
+            'arch.loss_cls': loss_cls.detach(),
+            'arch.loss_reg': loss_reg.detach(),
+        }
+
+    def _flops_only_step(
+        self, optim_wrapper: OptimWrapper, checks: list
+    ) -> Dict[str, Tensor]:
+        """Stage 2 of Table 5's first row: alpha steps on the budget loss
+        alone; no forward pass, so no task gradient reaches alpha."""
+        with optim_wrapper.optim_context(self.mutator):
+            expected = self.mutator.expected_flops()
+            loss_reg = self.budget(expected).float()
+        checks.append(('the budget loss (loss_reg)', loss_reg))
+        self._step_alpha(optim_wrapper, loss_reg, expected, checks)
+        return {'arch.loss_reg': loss_reg.detach()}
+
+    def _step_alpha(
+        self,
+        optim_wrapper: OptimWrapper,
+        loss: Tensor,
+        expected: Tensor,
+        checks: list,
+    ) -> None:
+        """Back-propagate ``loss`` to alpha only, average over ranks, step,
+        and record E[FLOPs] for the estimator hook."""
+        alphas = self.mutator.arch_parameters()
         optim_wrapper.backward(loss, inputs=alphas)
         all_reduce_grads(alphas)
         optim_wrapper.step()
         optim_wrapper.zero_grad()
         checks.append(('alpha after the update', self.mutator.alphas()))
         self.last_expected_flops = expected.detach()
-        return {
-            'arch.loss_cls': loss_cls.detach(),
-            'arch.loss_reg': loss_reg.detach(),
-        }
 
     def _weight_params(self) -> List[nn.Parameter]:
         return [p for p in self.architecture.parameters() if p.requires_grad]

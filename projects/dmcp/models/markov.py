@@ -116,15 +116,31 @@ def sample_num_groups(
     """
     with torch.no_grad():
         p = torch.sigmoid(alpha.detach().double())
-        # Drawn on the generator's device and moved: CUDA refuses a CPU
-        # generator for a CUDA tensor, and a CPU generator keeps the draws
-        # the same on every device type.
-        device = p.device if generator is None else generator.device
-        u = torch.rand(
-            p.shape, generator=generator, dtype=p.dtype, device=device
-        ).to(p.device)
+        u = uniform_like(p, generator)
         steps = torch.cumprod((u < p).long(), dim=-1).sum(dim=-1)
     return steps + 1
+
+
+def uniform_like(p: Tensor, generator: Optional[torch.Generator]) -> Tensor:
+    """Uniform draws in ``[0, 1)`` of ``p``'s shape and dtype, on its
+    device.
+
+    Drawn on the generator's device and moved: CUDA refuses a CPU generator
+    for a CUDA tensor, and a CPU generator keeps the draws the same on every
+    device type.
+
+    Args:
+        p (Tensor): Gives shape, dtype and device.
+        generator (torch.Generator, optional): Source of randomness; None
+            for torch's global generator.
+
+    Returns:
+        Tensor: The draws.
+    """
+    device = p.device if generator is None else generator.device
+    return torch.rand(
+        p.shape, generator=generator, dtype=p.dtype, device=device
+    ).to(p.device)
 
 
 def expected_num_groups(alpha: Tensor) -> Tensor:

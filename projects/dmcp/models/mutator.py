@@ -20,15 +20,11 @@ from mmengine.model import BaseModule
 from torch import Tensor, nn
 
 from ..registry import MODELS, build_model
+from .bernoulli import keep_marginals, sample_groups
 from .flops import FlopsTable
 from .latency import LatencyTable
 from .layers import DynamicBatchNorm2d, convert_layer
-from .markov import (
-    channel_scale,
-    expected_channels,
-    marginal_probs,
-    sample_num_groups,
-)
+from .markov import channel_scale, expected_channels
 from .tracer import (
     ChannelTrace,
     UnitSpec,
@@ -79,6 +75,7 @@ class DMCPChannelMutator(BaseModule):
         self.explicit_units = units
         self.units = nn.ModuleList()
         self.specs: List[UnitSpec] = []
+        self.process = 'markov'
         self.whole_specs: List[UnitSpec] = []
         self.trace: Optional[ChannelTrace] = None
         self.flops_table: Optional[FlopsTable] = None
@@ -148,6 +145,9 @@ class DMCPChannelMutator(BaseModule):
                 raise ValueError(f'model.mutator.channel_unit_cfg: {e}') from e
         if len({u.num_groups for u in self.units}) != 1:
             raise ValueError('all units must have the same num_groups')
+        self.process = self.units[0].process
+        if any(u.process != self.process for u in self.units):
+            raise ValueError('all units must have the same process')
         self._layers = {
             name: modules[name]
             for spec in self.specs
@@ -319,8 +319,10 @@ class DMCPChannelMutator(BaseModule):
 
     # ---------------------------------------------------------------- FLOPs
     def marginals(self) -> Tensor:
-        """``p(w)`` of every unit (Eq. 6), shape ``(U, G)``."""
-        return marginal_probs(self.alphas())
+        """``p(w)`` of every unit (Eq. 6, or the independent keep
+        probabilities of the units' ``process='bernoulli'``), shape
+        ``(U, G)``."""
+        return keep_marginals(self.alphas(), self.process)
 
     def expected_channels(self) -> Tensor:
         """``E(channel)`` of every unit (Eq. 8), shape ``(U,)``."""
@@ -386,10 +388,34 @@ class DMCPChannelMutator(BaseModule):
             ``unit_names`` order, on alpha's device.
         """
         alphas = self.alphas().detach()
-        groups = sample_num_groups(
-            alphas.expand(num, *alphas.shape), generator
+        groups = sample_groups(
+            alphas.expand(num, *alphas.shape), generator, self.process
         )
         return self.group_ends.gather(1, (groups - 1).T).T
+
+    def sample_uniform_batch(
+        self, num: int, generator: Optional[torch.Generator] = None
+    ) -> Tensor:
+        """Draw ``num`` subnets of the original sandwich rule (Yu & Huang,
+        the paper's reference [24]; Table 4): one width ratio per subnet,
+        the same for every unit, uniform over the ``G`` group boundaries.
+        Like :meth:`sample_direct_batch`, on alpha's device, no host sync.
+
+        Args:
+            num (int): Number of subnets.
+            generator (torch.Generator, optional): Randomness, on any
+                device (drawn on its device and moved). Defaults to None.
+
+        Returns:
+            Tensor: Retained channels, long, shape ``(num, U)``; every unit
+            of a row keeps the same number of groups.
+        """
+        ends = self.group_ends
+        device = ends.device if generator is None else generator.device
+        groups = torch.randint(
+            0, ends.shape[1], (num, 1), generator=generator, device=device
+        ).to(ends.device)
+        return ends.gather(1, groups.expand(num, ends.shape[0]).T).T
 
     def choices_from_rows(self, rows: Tensor) -> List[Choices]:
         """Unit choices from rows of :meth:`sample_direct_batch`: the one

@@ -7,13 +7,12 @@ import torch
 from torch import Tensor, nn
 
 from ..registry import MODELS
+from .bernoulli import check_process, keep_marginals, sample_groups
 from .markov import (
     channel_scale,
     expected_channels,
     group_ends,
-    marginal_probs,
     round_width,
-    sample_num_groups,
 )
 
 __all__ = ['DMCPChannelUnit']
@@ -76,6 +75,11 @@ class DMCPChannelUnit(nn.Module):
             multiple of it (group ends, Expected Sampling, fitted widths),
             e.g. 8 for hardware kernels; ``num_channels // divisor`` must
             be at least ``num_groups``. Defaults to 1.
+        process (str): ``'markov'``, the paper's Markov process, or
+            ``'bernoulli'``, the ablation of supplement D: each group after
+            the first kept with its own independent probability
+            ``sigmoid(alpha_k)`` (see :mod:`projects.dmcp.models.bernoulli`).
+            Defaults to ``'markov'``.
     """
 
     def __init__(
@@ -87,8 +91,12 @@ class DMCPChannelUnit(nn.Module):
         alpha_init_std: float = 0.01,
         layers: Optional[Sequence[str]] = None,
         divisor: int = 1,
+        process: str = 'markov',
     ) -> None:
         super().__init__()
+        self.process = check_process(
+            process, 'model.mutator.channel_unit_cfg.process'
+        )
         if not isinstance(num_groups, int) or num_groups < 1:
             raise ValueError(
                 f'num_groups must be a positive integer, got '
@@ -127,8 +135,9 @@ class DMCPChannelUnit(nn.Module):
         return self.ends[0]
 
     def marginals(self) -> Tensor:
-        """``p(w_k)`` of every group (Eq. 6), shape ``(G,)``."""
-        return marginal_probs(self.alpha)
+        """``p(w_k)`` of every group (Eq. 6, or independent under
+        ``process='bernoulli'``), shape ``(G,)``."""
+        return keep_marginals(self.alpha, self.process)
 
     def expected_channels(self) -> Tensor:
         """``E(channel)`` (Eq. 8), a differentiable scalar."""
@@ -147,7 +156,8 @@ class DMCPChannelUnit(nn.Module):
     def sample_channels(
         self, generator: Optional[torch.Generator] = None
     ) -> int:
-        """Direct Sampling: run the Markov chain once (Section 3.3).
+        """Direct Sampling: run the Markov chain once (Section 3.3), or
+        draw the groups independently under ``process='bernoulli'``.
 
         Args:
             generator (torch.Generator, optional): Source of randomness.
@@ -156,7 +166,8 @@ class DMCPChannelUnit(nn.Module):
         Returns:
             int: Retained channels (a group boundary).
         """
-        return self.channels_of(int(sample_num_groups(self.alpha, generator)))
+        groups = sample_groups(self.alpha, generator, self.process)
+        return self.channels_of(int(groups))
 
     def expected_choice(self) -> int:
         """Expected Sampling: ``E(channel)`` rounded to a channel count
