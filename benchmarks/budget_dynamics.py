@@ -217,7 +217,6 @@ def arch_lr_schedule(cfg: Config, iters_per_epoch: int) -> List[float]:
     Returns:
         list[float]: The lr of each iteration after warmup.
     """
-    from mmengine.optim.scheduler import _ParamScheduler  # noqa: F401
     from mmengine.registry import PARAM_SCHEDULERS
 
     opt_cfg = cfg.optim_wrapper.mutator.optimizer

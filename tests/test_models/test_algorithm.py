@@ -3,22 +3,14 @@
 import pytest
 import torch
 from mmengine.optim import OptimWrapper, OptimWrapperDict
-from mmpretrain.structures import DataSample
 
 import projects.dmcp  # noqa: F401
-from projects.dmcp.models import DMCP
+from tests.test_models.test_device import make_algo as build_algo
+from tests.test_models.test_device import make_batch
 
 
 def make_algo(**kwargs):
-    arch = dict(
-        type='ImageClassifier',
-        backbone=dict(type='ResNet', depth=18),
-        neck=dict(type='GlobalAveragePooling'),
-        head=dict(type='LinearClsHead', num_classes=3, in_channels=512),
-        data_preprocessor=dict(type='ClsDataPreprocessor', num_classes=3),
-    )
-    kwargs.setdefault('target_flops', '10M')
-    algo = DMCP(architecture=arch, input_shape=(3, 32, 32), seed=0, **kwargs)
+    algo = build_algo(**kwargs)
     optim = OptimWrapperDict(
         architecture=OptimWrapper(
             torch.optim.SGD(
@@ -35,17 +27,6 @@ def make_algo(**kwargs):
         ),
     )
     return algo, optim
-
-
-def make_batch(n=4):
-    g = torch.Generator().manual_seed(0)
-    return dict(
-        inputs=[
-            torch.randint(0, 255, (3, 32, 32), generator=g, dtype=torch.uint8)
-            for _ in range(n)
-        ],
-        data_samples=[DataSample().set_gt_label(i % 3) for i in range(n)],
-    )
 
 
 def weights(algo):
