@@ -63,3 +63,25 @@ def test_imagenet_subnet_recipe(name: str, epochs: int) -> None:
     ].start_factor == (pytest.approx(0.2))
     assert cfg.optim_wrapper.optimizer.lr == pytest.approx(0.8)
     assert cfg.auto_scale_lr.base_batch_size == 2048
+
+
+def test_adam_alpha_ablation_changes_only_the_alpha_optimizer() -> None:
+    """The ablation config is its base with Adam on alpha (no clip) and the
+    alpha schedule's floor lowered, nothing else."""
+    base = load('resnet18-cifar-w16_supernet_fashion-mnist').to_dict()
+    ablation = Config.fromfile(
+        str(
+            CONFIGS / 'ablation' / 'dmcp_resnet18-cifar-w16_supernet_'
+            'fashion-mnist_adam-alpha.py'
+        )
+    ).to_dict()
+    mutator = ablation['optim_wrapper'].pop('mutator')
+    assert mutator['optimizer'] == dict(type='Adam', lr=0.3, weight_decay=0.0)
+    assert mutator['clip_grad'] is None
+    base['optim_wrapper'].pop('mutator')
+    (schedule,) = ablation['param_scheduler'].pop('mutator')
+    (base_schedule,) = base['param_scheduler'].pop('mutator')
+    assert schedule.pop('eta_min') == 0.01
+    base_schedule.pop('eta_min')
+    assert schedule == base_schedule
+    assert ablation == base

@@ -20,44 +20,95 @@ from projects.dmcp.models import DMCP
 
 SIZE = 8
 NUM_CLASSES = 10
+BACKBONES = ('resnet', 'mobilenet_v2')
+# MobileNetV2 downsamples 32x: at 8x8 it is 1x1 before its last stride.
+INPUT_SIZE = dict(resnet=SIZE, mobilenet_v2=32)
 
 
-def random_label_task(num: int = 1024, seed: int = 0) -> Tuple[Tensor, Tensor]:
-    """Random images ``(num, 3, 8, 8)`` and random labels in ``[0, 10)``."""
+def random_label_task(
+    num: int = 1024, seed: int = 0, size: int = SIZE
+) -> Tuple[Tensor, Tensor]:
+    """Random images ``(num, 3, size, size)`` and random labels in
+    ``[0, 10)``.
+
+    Args:
+        num (int): Number of images. Defaults to 1024.
+        seed (int): Seed of the draw. Defaults to 0.
+        size (int): Image side. Defaults to :data:`SIZE` (8).
+
+    Returns:
+        tuple[Tensor, Tensor]: Images and labels.
+    """
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(num, 3, SIZE, SIZE, generator=g)
+    x = torch.randn(num, 3, size, size, generator=g)
     y = torch.randint(0, NUM_CLASSES, (num,), generator=g)
     return x, y
 
 
-def tiny_dmcp(
-    base: int = 8, num_groups: int = 4, seed: int = 0, **kwargs
-) -> DMCP:
-    """DMCP on a CIFAR-style ResNet-18 with ``base`` channels in its first
-    stage, searching on frozen weights (no stage 1 after warmup) unless
-    ``kwargs`` say otherwise."""
-    torch.manual_seed(seed)
-    arch = dict(
-        type='ImageClassifier',
-        backbone=dict(
+def tiny_architecture(backbone: str = 'resnet', base: int = 8) -> dict:
+    """A small classifier config.
+
+    Args:
+        backbone (str): ``'resnet'``: a CIFAR-style ResNet-18 with ``base``
+            channels in its first stage; ``'mobilenet_v2'``: mmpretrain's
+            MobileNetV2 at widen factor 0.25. Defaults to ``'resnet'``.
+        base (int): First-stage width of the ResNet. Defaults to 8.
+
+    Returns:
+        dict: The ``ImageClassifier`` config.
+    """
+    if backbone == 'resnet':
+        net = dict(
             type='ResNet_CIFAR',
             depth=18,
             stem_channels=base,
             base_channels=base,
-        ),
+        )
+        channels = 8 * base
+    elif backbone == 'mobilenet_v2':
+        net = dict(type='MobileNetV2', widen_factor=0.25, out_indices=(7,))
+        channels = 1280
+    else:
+        raise ValueError(f'backbone must be one of {BACKBONES}: {backbone!r}')
+    return dict(
+        type='ImageClassifier',
+        backbone=net,
         neck=dict(type='GlobalAveragePooling'),
         head=dict(
-            type='LinearClsHead',
-            num_classes=NUM_CLASSES,
-            in_channels=8 * base,
+            type='LinearClsHead', num_classes=NUM_CLASSES, in_channels=channels
         ),
     )
+
+
+def tiny_dmcp(
+    base: int = 8,
+    num_groups: int = 4,
+    seed: int = 0,
+    backbone: str = 'resnet',
+    **kwargs,
+) -> DMCP:
+    """DMCP on :func:`tiny_architecture`, searching on frozen weights (no
+    stage 1 after warmup) unless ``kwargs`` say otherwise.
+
+    Args:
+        base (int): First-stage width of the ResNet. Defaults to 8.
+        num_groups (int): Channel groups per unit. Defaults to 4.
+        seed (int): Seed of the weights and the sampler. Defaults to 0.
+        backbone (str): See :func:`tiny_architecture`. Defaults to
+            ``'resnet'``.
+        **kwargs: More :class:`DMCP` arguments.
+
+    Returns:
+        DMCP: The algorithm.
+    """
+    torch.manual_seed(seed)
+    size = INPUT_SIZE[backbone]
     unit_cfg = dict(num_groups=num_groups)
     unit_cfg.update(kwargs.pop('channel_unit_cfg', {}))
     kwargs.setdefault('update_weights_after_warmup', False)
     return DMCP(
-        architecture=arch,
-        input_shape=(3, SIZE, SIZE),
+        architecture=tiny_architecture(backbone, base),
+        input_shape=(3, size, size),
         mutator=dict(type='DMCPChannelMutator', channel_unit_cfg=unit_cfg),
         seed=seed,
         **kwargs,
@@ -90,17 +141,32 @@ def train_full(
     steps: int = 400,
     seed: int = 0,
     planted: Optional[List[str]] = None,
+    adam_lr: Optional[float] = None,
 ) -> None:
     """Plain training of the full network (not a search), then freeze it.
-    With ``planted`` units, their planted channels stay zero throughout
-    (:func:`plant_redundancy` after every step): the network learns to do
-    without them."""
+
+    Args:
+        algo (DMCP): The algorithm whose supernet to train.
+        x (Tensor): Images.
+        y (Tensor): Labels.
+        steps (int): Steps of batch 64. Defaults to 400.
+        seed (int): Seed of the batches. Defaults to 0.
+        planted (list[str], optional): Units whose planted channels stay
+            zero throughout (:func:`plant_redundancy` after every step): the
+            network learns to do without them. Defaults to None.
+        adam_lr (float, optional): Train with Adam at this rate instead of
+            SGD 0.1 with momentum (MobileNetV2 hardly learns random labels
+            with it). Defaults to None.
+    """
     net = algo.architecture
     algo.mutator.set_subnet('max')
     g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.SGD(
-        net.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4
-    )
+    if adam_lr is None:
+        opt = torch.optim.SGD(
+            net.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4
+        )
+    else:
+        opt = torch.optim.Adam(net.parameters(), lr=adam_lr)
     net.train()
     for _ in range(steps):
         idx = torch.randint(0, len(x), (64,), generator=g)
@@ -114,21 +180,45 @@ def train_full(
         p.requires_grad_(False)
 
 
+ALPHA_OPTIMIZERS = ('adam', 'normalised', 'sgd')
+
+
 def alpha_optim(
-    algo: DMCP, lr: float = 0.1, step: Optional[float] = None
+    algo: DMCP, kind: str = 'adam', lr: float = 0.1
 ) -> OptimWrapperDict:
-    """Adam on alpha, or with ``step`` the Fashion-MNIST config's
-    normalised gradient descent (every alpha step has length ``step``, in
-    the direction of the gradient); a zero-rate SGD on the frozen weights.
+    """The architecture optimiser of a search on frozen weights, with a
+    zero-rate SGD on the weights.
+
+    Args:
+        algo (DMCP): The algorithm.
+        kind (str): ``'adam'``: Adam at ``lr``; ``'normalised'``: the
+            Fashion-MNIST config's normalised gradient descent (every alpha
+            step has length ``lr``, in the direction of the gradient);
+            ``'sgd'``: the ImageNet configs' SGD at ``lr`` with momentum
+            0.9 and the gradient clipped to norm 0.1. Defaults to
+            ``'adam'``.
+        lr (float): Learning rate (step length for ``'normalised'``).
+            Defaults to 0.1.
+
+    Returns:
+        OptimWrapperDict: ``architecture`` and ``mutator`` wrappers.
     """
     weights = list(algo.architecture.parameters())
-    if step is None:
-        arch = OptimWrapper(torch.optim.Adam(algo.mutator.parameters(), lr))
-    else:
+    alphas = list(algo.mutator.parameters())
+    if kind == 'adam':
+        arch = OptimWrapper(torch.optim.Adam(alphas, lr))
+    elif kind == 'normalised':
         arch = OptimWrapper(
-            torch.optim.SGD(algo.mutator.parameters(), lr=step * 1000.0),
+            torch.optim.SGD(alphas, lr=lr * 1000.0),
             clip_grad=dict(max_norm=0.001),
         )
+    elif kind == 'sgd':
+        arch = OptimWrapper(
+            torch.optim.SGD(alphas, lr=lr, momentum=0.9),
+            clip_grad=dict(max_norm=0.1),
+        )
+    else:
+        raise ValueError(f'kind must be one of {ALPHA_OPTIMIZERS}: {kind!r}')
     return OptimWrapperDict(
         architecture=OptimWrapper(torch.optim.SGD(weights, lr=0.0)),
         mutator=arch,
@@ -167,17 +257,34 @@ def search(
     x: Tensor,
     y: Tensor,
     steps: int,
+    kind: str = 'adam',
     lr: float = 0.1,
-    step: Optional[float] = None,
+    record: bool = True,
 ) -> List[Tuple[float, float]]:
-    """``steps`` architecture steps (optimiser: :func:`alpha_optim`); after
-    each, ``(E[FLOPs] / full, Markov-scaled training accuracy)``."""
-    optim = alpha_optim(algo, lr, step)
+    """Architecture steps on batches of 64 drawn from ``(x, y)``.
+
+    Args:
+        algo (DMCP): The algorithm (frozen weights).
+        x (Tensor): Images.
+        y (Tensor): Labels.
+        steps (int): Number of steps.
+        kind (str): Optimiser, see :func:`alpha_optim`. Defaults to
+            ``'adam'``.
+        lr (float): Its learning rate. Defaults to 0.1.
+        record (bool): Whether to record the trace. Defaults to True.
+
+    Returns:
+        list[tuple[float, float]]: After each step, ``(E[FLOPs] / full,
+        Markov-scaled training accuracy)``; empty without ``record``.
+    """
+    optim = alpha_optim(algo, kind, lr)
     g = torch.Generator().manual_seed(1)
     trace = []
     for _ in range(steps):
         idx = torch.randint(0, len(x), (64,), generator=g)
         algo.train_step(batch(x, y, idx), optim, update_arch=True)
+        if not record:
+            continue
         with torch.no_grad():
             ratio = float(algo.mutator.expected_flops()) / algo.full_flops
         trace.append((ratio, accuracy(algo, x, y)))
