@@ -16,7 +16,7 @@ milliseconds.
 
 A network's time is more than the sum of its convolution and linear layers
 (batch norms, activations, additions, pooling, per-module overhead: on the
-demo's network at batch 1 the layers are about a third of it), so the tool
+demo's network at batch 1 the layers are less than half of it), so the tool
 then times whole pruned networks end to end, interleaved (round ``r`` runs
 each once): the ``G`` uniform subnets (every unit ``k`` groups) and
 ``--calibration-subnets`` random ones (each unit's group count uniform),
