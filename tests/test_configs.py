@@ -85,3 +85,24 @@ def test_adam_alpha_ablation_changes_only_the_alpha_optimizer() -> None:
     base_schedule.pop('eta_min')
     assert schedule == base_schedule
     assert ablation == base
+
+
+def test_latency_budget_config_builds_on_the_shipped_table() -> None:
+    """The demo's latency-budget search: the demo's supernet and schedule,
+    the shipped table of this CPU, a target the table can reach."""
+    from projects.dmcp.model_config import read_model_config
+    from projects.dmcp.models.cost import LatencyCost
+    from projects.dmcp.registry import build_model
+    from tests.helpers import REPO_ROOT
+
+    cfg = load('resnet18-cifar-w16_supernet-latency_fashion-mnist')
+    demo = load(PAIRS['fashion-mnist'][0])
+    assert cfg.model.budget == 'latency' and cfg.model.target_flops is None
+    assert cfg.model.architecture == demo.model.architecture
+    assert cfg.train_cfg == demo.train_cfg
+    assert (REPO_ROOT / cfg.model.latency_table).is_file()
+    cfg.model.architecture = read_model_config(cfg).architecture
+    cfg.model.latency_table = str(REPO_ROOT / cfg.model.latency_table)
+    algo = build_model(cfg.model)
+    assert isinstance(algo.cost, LatencyCost)
+    assert algo.target_latency == cfg.model.target_latency

@@ -37,6 +37,7 @@ STAGES: Dict[str, Tuple[str, ...]] = {
     'search': (
         'models.algorithm',
         'models.bernoulli',
+        'models.cost',
         'models.distill',
         'models.losses',
         'models.mutator',

@@ -402,8 +402,9 @@ def plot_search_curves(
     out: str,
     title: Optional[str] = None,
 ) -> str:
-    """E[FLOPs] against the target, the architecture step's ``loss_cls``
-    and ``loss_reg`` over the iterations of a search.
+    """E[FLOPs] against the target (E[latency] in ms, for a search with
+    ``model.budget='latency'``), the architecture step's ``loss_cls`` and
+    ``loss_reg`` over the iterations of a search.
 
     Args:
         records (Sequence[Mapping[str, float]]): From :func:`read_scalars`.
@@ -416,21 +417,27 @@ def plot_search_curves(
     plt = _pyplot()
     fig, axes = plt.subplots(3, 1, figsize=(9, 8.5), sharex=True)
     ax_f, ax_c, ax_r = axes
-    steps, expected = _series(records, 'expected_mflops')
-    _, target = _series(records, 'target_mflops')
+    latency = any('expected_latency_ms' in r for r in records)
+    key, label, unit = (
+        ('latency_ms', 'E[latency] (latency table)', 'ms')
+        if latency
+        else ('mflops', 'E[FLOPs] (Eq. 12)', 'MFLOPs')
+    )
+    steps, expected = _series(records, f'expected_{key}')
+    target_steps, target = _series(records, f'target_{key}')
     if expected:
-        ax_f.plot(steps, expected, color='#1f77b4', label='E[FLOPs] (Eq. 12)')
+        ax_f.plot(steps, expected, color='#1f77b4', label=label)
     if target:
         ax_f.plot(
-            _series(records, 'target_mflops')[0],
+            target_steps,
             target,
             color='#d62728',
             linestyle='--',
             label='target',
         )
-    ax_f.set_ylabel('MFLOPs')
+    ax_f.set_ylabel(unit)
     if not (expected or target):
-        _no_data(ax_f, 'no expected_mflops in the log')
+        _no_data(ax_f, f'no expected_{key} in the log')
     cls_steps, loss_cls = _series(records, 'arch.loss_cls')
     max_steps, max_loss = _series(records, 'max.loss')
     if max_loss:

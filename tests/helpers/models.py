@@ -151,3 +151,64 @@ def chain_distribution(alpha):
             k += 1
         dist[k - 1] += prob
     return dist
+
+
+def hand_latency_table(
+    mutator: DMCPChannelMutator,
+    seed: int = 0,
+    monotone: bool = False,
+    **meta,
+) -> dict:
+    """A latency table of ``mutator``'s network with random positive
+    entries of the right shapes (the content of a table yaml).
+
+    Args:
+        mutator (DMCPChannelMutator): A prepared mutator.
+        seed (int): Seed of the entries. Defaults to 0.
+        monotone (bool): Entries growing with both widths (a random
+            per-layer factor times the product of the group counts), as
+            measured times do. Defaults to False (independent entries).
+        **meta: More ``meta`` keys (e.g. ``calibration``).
+
+    Returns:
+        dict: ``meta`` and ``layers``.
+    """
+    from projects.dmcp.models.latency import layer_units
+
+    groups = mutator.units[0].num_groups
+    g = torch.Generator().manual_seed(seed)
+    names = mutator.unit_names
+    layers = {}
+    for rec, i, o in layer_units(mutator.trace, mutator.specs):
+        rows = 1 if i is None else groups
+        cols = 1 if o is None else groups
+        layers[rec.name] = {
+            'in': None if i is None else names[i],
+            'out': None if o is None else names[o],
+            'channels': [rec.in_channels, rec.out_channels],
+            'ms': (
+                0.01 + torch.rand(1, generator=g) * grid(rows, cols)
+                if monotone
+                else 0.1 + torch.rand(rows, cols, generator=g)
+            ).tolist(),
+        }
+    return dict(
+        meta=dict(
+            device='hand-made',
+            backend='none',
+            threads=1,
+            batch=1,
+            input_shape=list(mutator.input_shape),
+            num_groups=groups,
+            divisor=mutator.divisor,
+            **meta,
+        ),
+        layers=layers,
+    )
+
+
+def grid(rows: int, cols: int) -> torch.Tensor:
+    """``(i + 1) * (j + 1) / (rows * cols)``, shape ``(rows, cols)``."""
+    i = torch.arange(1, rows + 1, dtype=torch.float64)[:, None]
+    j = torch.arange(1, cols + 1, dtype=torch.float64)[None]
+    return i * j / (rows * cols)

@@ -9,6 +9,7 @@ from mmengine.runner import Runner
 import projects.dmcp  # noqa: F401
 from projects.dmcp.checks import ConfigError, check_config, check_devices
 from projects.dmcp.registry import MODELS
+from tests.helpers import REPO_ROOT
 from tests.helpers.search import make_tiny_imagenet, tiny_config
 
 
@@ -37,6 +38,16 @@ def _mmrazor_class_object(cfg):
 def _missing_data_root(cfg):
     cfg.train_dataloader.dataset.data_root = '/nonexistent/imagenet'
 
+
+LATENCY = [
+    'model.budget=latency',
+    'model.target_flops=None',
+    'model.target_latency=1.0',
+]
+DEMO_TABLE = (
+    REPO_ROOT
+    / 'benchmarks/results/latency_table_fashion-mnist_resnet18-cifar-w16.yaml'
+)
 
 CONFIG_CASES = {
     'target above the full net': (
@@ -137,6 +148,20 @@ CONFIG_CASES = {
         ['optim_wrapper.mutator.clip_grad.max_norm=-1'],
         r'optim_wrapper\.mutator\.clip_grad\.max_norm=-1 must be a finite '
         r'number > 0',
+    ),
+    'an unknown budget': (
+        ['model.budget=time'],
+        r"model\.budget must be one of \('flops', 'latency'\), got 'time'",
+    ),
+    'a latency budget without a table': (
+        LATENCY,
+        r"model\.budget='latency' needs model\.latency_table",
+    ),
+    'a latency table of another architecture': (
+        LATENCY + [f'model.latency_table={DEMO_TABLE}'],
+        r'model\.latency_table=.*latency_table_fashion-mnist_resnet18-cifar-'
+        r'w16\.yaml: meta\.input_shape is \[1, 28, 28\], but the network has '
+        r'\[3, 32, 32\]',
     ),
     "mmrazor's DMCP class as an object": (
         _mmrazor_class_object,

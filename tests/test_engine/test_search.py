@@ -137,3 +137,43 @@ def test_ddp_search_keeps_ranks_identical(tiny_imagenet, tmp_path):
     assert torch.equal(probes[0]['alpha'], probes[1]['alpha'])
     assert probes[0]['flops'] == probes[1]['flops']
     assert (tmp_path / 'DMCP_SUBNET_IMAGENET.yaml').exists()
+
+
+@pytest.mark.slow
+def test_latency_budget_search_writes_subnets(tiny_imagenet, tmp_path):
+    """model.budget='latency' through tools/train.py on a hand-made table:
+    the log reports E[latency], the export fits the table's target and the
+    yaml's meta records it."""
+    from mmengine.registry import DefaultScope
+
+    from projects.dmcp.registry import MODELS
+    from tests.helpers.models import hand_latency_table
+    from tests.helpers.search import tiny_config
+
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        mutator = MODELS.build(tiny_config(tiny_imagenet).model).mutator
+    doc = hand_latency_table(mutator, 0, monotone=True)
+    table = tmp_path / 'table.yaml'
+    table.write_text(yaml.safe_dump(doc))
+    mutator.set_latency_table(doc)
+    low, high = (
+        mutator.latency_table.lookup([k] * len(mutator.units)) for k in (1, 10)
+    )
+    target = round(low + 0.4 * (high - low), 4)
+    opts = tiny_search_options(tiny_imagenet) + [
+        'model.budget=latency',
+        'model.target_flops=None',
+        f'model.latency_table={table}',
+        f'model.target_latency={target}',
+    ]
+    proc = _train(RESNET18_SUPERNET, tmp_path / 'work', opts)
+    log = proc.stdout + proc.stderr
+    assert 'expected_latency_ms' in log and 'target_latency_ms' in log
+    assert 'E[latency]' in log
+    out = tmp_path / 'work' / 'DMCP_SUBNET_IMAGENET.yaml'
+    meta = yaml.safe_load(out.read_text())['meta']
+    assert meta['budget'] == 'latency'
+    assert meta['target_latency_ms'] == pytest.approx(target)
+    assert 0 < meta['latency_ms'] <= target
+    assert meta['latency_table']['file'] == str(table)
+    assert meta['latency_table']['device'] == 'hand-made'

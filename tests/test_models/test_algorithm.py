@@ -73,7 +73,7 @@ def test_arch_step_moves_alpha_not_weights_and_keeps_bn_stats():
     for b, before in zip(algo.architecture.buffers(), stats0):
         assert torch.equal(b, before)  # BN statistics untouched
     assert float(log['arch.loss_reg']) > 0  # E[FLOPs] is not in the band
-    assert algo.last_expected_flops is not None
+    assert algo.last_expected is not None
 
 
 def test_stage1_min_subnet_keeps_running_stats():

@@ -12,6 +12,7 @@ one finiteness check at the end of the step (``raise_if_not_finite``).
 
 import pytest
 import torch
+import yaml
 from mmengine.optim import OptimWrapper, OptimWrapperDict
 from mmpretrain.structures import DataSample
 
@@ -19,6 +20,7 @@ from projects.dmcp.models import DMCP, DMCPChannelMutator
 from projects.dmcp.models import algorithm as algorithm_module
 from projects.dmcp.models.markov import sample_num_groups
 from tests.helpers import CudaDeviceRules
+from tests.helpers.models import hand_latency_table
 
 META = torch.device('meta')
 
@@ -93,6 +95,17 @@ def test_expected_flops_and_budget_loss_stay_on_device(meta_algo):
     assert expected.device == META and loss.device == META
 
 
+def test_expected_latency_and_direct_rows_stay_on_device(latency_table_file):
+    algo = make_algo(**with_table(LATENCY, latency_table_file)).to(META)
+    with CudaDeviceRules():
+        expected = algo.cost.expected()
+        loss = algo.budget(expected)
+        rows = algo.mutator.sample_direct_batch(3, torch.Generator())
+        values = algo.cost.of_rows(rows)
+    assert expected.device == loss.device == values.device == META
+    assert values.shape == (3,)
+
+
 def test_markov_scaled_forward_on_device(meta_algo):
     x = torch.empty(2, 3, 32, 32, device=META)
     with CudaDeviceRules(), meta_algo.mutator.markov_scaling():
@@ -104,6 +117,8 @@ BERNOULLI = dict(
     type='DMCPChannelMutator',
     channel_unit_cfg=dict(num_groups=10, process='bernoulli'),
 )
+# the latency budget: its table (hand-made) filled in by the test
+LATENCY = dict(budget='latency', target_flops=None)
 ABLATIONS = [
     {},
     dict(mutator=BERNOULLI),
@@ -111,18 +126,43 @@ ABLATIONS = [
     dict(arch_loss='flops_only'),
     dict(update_weights_after_warmup=False),
     dict(distill='inplace'),
+    LATENCY,
+    dict(LATENCY, arch_loss='flops_only'),
 ]
+
+
+@pytest.fixture(scope='module')
+def latency_table_file(tmp_path_factory) -> str:
+    """A hand-made latency table of :func:`make_algo`'s network."""
+    doc = hand_latency_table(make_algo().mutator, monotone=True)
+    path = tmp_path_factory.mktemp('device_latency') / 'table.yaml'
+    path.write_text(yaml.safe_dump(doc))
+    return str(path)
+
+
+def with_table(ablation: dict, path: str) -> dict:
+    """``ablation`` with the latency table and a reachable target."""
+    if ablation.get('budget') != 'latency':
+        return ablation
+    probe = make_algo()
+    probe.mutator.set_latency_table(yaml.safe_load(open(path)))
+    t = probe.mutator.latency_table
+    low, high = (t.lookup([k] * t.num_units) for k in (1, 10))
+    return dict(ablation, latency_table=path, target_latency=(low + high) / 2)
 
 
 @pytest.mark.parametrize('ablation', ABLATIONS, ids=lambda a: str(a))
 @pytest.mark.parametrize('update_arch', [False, True])
 def test_search_step_has_no_other_host_sync(
-    update_arch: bool, ablation: dict, monkeypatch: pytest.MonkeyPatch
+    update_arch: bool,
+    ablation: dict,
+    monkeypatch: pytest.MonkeyPatch,
+    latency_table_file: str,
 ):
     """A whole stage 1 (+ stage 2) on the meta device, its two designed host
     syncs replaced by stand-ins that read no tensor data; the same for
-    every ablation switch."""
-    algo = make_algo(**ablation).to(META)
+    every ablation switch and for the latency budget."""
+    algo = make_algo(**with_table(ablation, latency_table_file)).to(META)
     optim = make_optim(algo)
     synced = []
 

@@ -6,8 +6,12 @@ import torch
 from torch import nn
 
 from projects.dmcp.models import DMCPChannelMutator
-from projects.dmcp.models.latency import group_count_probs, layer_units
-from tests.helpers.models import set_binary_alphas
+from projects.dmcp.models.latency import (
+    group_count_probs,
+    interpolation_weights,
+    layer_units,
+)
+from tests.helpers.models import hand_latency_table, set_binary_alphas
 
 GROUPS = 3
 
@@ -34,20 +38,8 @@ def prepared():
     return mutator
 
 
-def hand_table(mutator, seed=0):
-    """Random positive entries of the right shapes."""
-    g = torch.Generator().manual_seed(seed)
-    names = mutator.unit_names
-    layers = {}
-    for rec, i, o in layer_units(mutator.trace, mutator.specs):
-        rows = 1 if i is None else GROUPS
-        cols = 1 if o is None else GROUPS
-        layers[rec.name] = {
-            'in': None if i is None else names[i],
-            'out': None if o is None else names[o],
-            'ms': (0.1 + torch.rand(rows, cols, generator=g)).tolist(),
-        }
-    return dict(meta=dict(device='hand-made'), layers=layers)
+def hand_table(mutator, seed=0, **meta):
+    return hand_latency_table(mutator, seed, **meta)
 
 
 def test_group_count_probs():
@@ -128,3 +120,87 @@ def test_bad_table_is_one_line(change, words):
     message = str(exc.value)
     assert message.startswith('table.yaml: ') and '\n' not in message
     assert words in message
+
+
+def test_interpolation_weights():
+    ends = torch.tensor([[4, 8, 12]])
+    w = interpolation_weights(torch.tensor([[4], [6], [12], [2], [11]]), ends)
+    torch.testing.assert_close(
+        w[:, 0],
+        torch.tensor(
+            [
+                [1.0, 0.0, 0.0],
+                [0.5, 0.5, 0.0],
+                [0.0, 0.0, 1.0],
+                [1.0, 0.0, 0.0],  # below the first group: the first end
+                [0.0, 0.25, 0.75],
+            ],
+            dtype=torch.float64,
+        ),
+    )
+
+
+@pytest.mark.parametrize('seed', [0, 1])
+def test_a_subnet_at_group_ends_is_its_entry_and_between_them_in_between(
+    seed,
+):
+    mutator = prepared()
+    cal = dict(offset_ms=0.5, scale=2.0)
+    mutator.set_latency_table(hand_table(mutator, seed, calibration=cal))
+    table = mutator.latency_table
+    g = torch.Generator().manual_seed(seed)
+    groups = torch.randint(1, GROUPS + 1, (len(mutator.units),), generator=g)
+    choices = {
+        u.name: u.channels_of(int(k)) for u, k in zip(mutator.units, groups)
+    }
+    # the calibration is the affine map of the layers' sum
+    raw = sum(
+        float(
+            t[0 if i == len(mutator.units) else groups[i] - 1][
+                0 if o == len(mutator.units) else groups[o] - 1
+            ]
+        )
+        for t, i, o in zip(*table.host)
+    )
+    assert table.lookup(groups.tolist()) == pytest.approx(0.5 + 2.0 * raw)
+    assert mutator.subnet_latency(choices) == pytest.approx(
+        table.lookup(groups.tolist())
+    )
+    rows = torch.tensor([[choices[n] for n in mutator.unit_names]])
+    assert float(mutator.latency_of_rows(rows)) == pytest.approx(
+        mutator.subnet_latency(choices)
+    )
+    # one channel more than the min subnet: between the min and next entry
+    low = mutator.sample_choices('min')
+    name = mutator.unit_names[0]
+    up = dict(low, **{name: mutator.units[0].channels_of(2)})
+    mid = dict(low, **{name: low[name] + 1})
+    lo, hi = mutator.subnet_latency(low), mutator.subnet_latency(up)
+    assert min(lo, hi) <= mutator.subnet_latency(mid) <= max(lo, hi)
+
+
+@pytest.mark.parametrize(
+    'meta, words',
+    [
+        (dict(input_shape=[3, 32, 32]), 'meta.input_shape is [3, 32, 32]'),
+        (dict(num_groups=10), 'meta.num_groups is 10'),
+        (dict(calibration=dict(offset_ms=1.0)), 'meta.calibration needs'),
+    ],
+)
+def test_table_of_another_setting_is_one_line(meta, words):
+    mutator = prepared()
+    doc = hand_table(mutator)
+    doc['meta'].update(meta)
+    with pytest.raises(ValueError) as exc:
+        mutator.set_latency_table(doc, 'table.yaml')
+    message = str(exc.value)
+    assert message.startswith('table.yaml: ') and '\n' not in message
+    assert words in message
+
+
+def test_table_of_other_channels_is_one_line():
+    mutator = prepared()
+    doc = hand_table(mutator)
+    doc['layers']['conv2']['channels'] = [24, 9]
+    with pytest.raises(ValueError, match=r'layers\.conv2\.channels is'):
+        mutator.set_latency_table(doc, 'table.yaml')

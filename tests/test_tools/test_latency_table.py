@@ -1,5 +1,6 @@
 """tools/analysis/latency_table.py: a measured table of the demo's supernet
-that a mutator reads; its full-network entry is the sum of the layers'."""
+that a mutator reads; its full-network figure is the calibrated sum of the
+layers'."""
 
 import importlib.util
 
@@ -30,6 +31,7 @@ def test_table_of_the_demo_supernet(tool, tmp_path):
     try:
         doc = tool.main(
             [str(SUPERNET), str(out), '--runs', '1', '--warmup', '0']
+            + ['--calibration-subnets', '2']
             + ['--cfg-options', 'model.mutator.channel_unit_cfg.num_groups=4']
         )
     finally:
@@ -51,7 +53,20 @@ def test_table_of_the_demo_supernet(tool, tmp_path):
         for a in mutator.arch_parameters():
             a.fill_(50.0)
     full = sum(e['ms'][-1][-1] for e in doc['layers'].values())
-    assert float(mutator.expected_latency()) == pytest.approx(full)
+    cal = doc['meta']['calibration']
+    assert float(mutator.expected_latency()) == pytest.approx(
+        cal['offset_ms'] + cal['scale'] * full
+    )
+    # the calibration: the uniform subnets, then the random ones, timed
+    # whole; the fit is the least-squares line through them
+    assert cal['scale'] > 0 and len(cal['points']) == 4 + 2
+    assert [p[0] for p in cal['points'][:4]] == [
+        [k] * 12 for k in (1, 2, 3, 4)
+    ]
+    assert cal['points'][3][1] == pytest.approx(full, rel=1e-4)
+    assert all(p[2] > 0 for p in cal['points'])
+    for entry, rec in zip(doc['layers'].values(), mutator.trace.layers):
+        assert entry['channels'] == [rec.in_channels, rec.out_channels]
 
 
 def test_plain_config_is_one_line(tool, tmp_path, capsys):

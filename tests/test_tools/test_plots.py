@@ -195,3 +195,36 @@ def test_read_scalars_errors(tmp_path):
 def test_unique_labels():
     assert unique_labels(['a/x.yaml', 'b/y.yaml']) == ['x.yaml', 'y.yaml']
     assert unique_labels(['a/s.yaml', 'b/s.yaml']) == ['a/s.yaml', 'b/s.yaml']
+
+
+def test_search_curves_of_a_latency_budget(tmp_path, monkeypatch):
+    """A latency-budget search's log: E[latency] against its target in
+    ms (its E[FLOPs] beside them is not the budget)."""
+    from projects.dmcp import visualization
+
+    seen = {}
+    save = visualization._save
+
+    def spy(fig, out):
+        top = fig.axes[0]
+        seen['ylabel'] = top.get_ylabel()
+        seen['labels'] = [line.get_label() for line in top.get_lines()]
+        return save(fig, out)
+
+    monkeypatch.setattr(visualization, '_save', spy)
+    records = [
+        dict(
+            step=s,
+            expected_latency_ms=3.8 - 0.02 * s,
+            target_latency_ms=3.6,
+            expected_mflops=9.0 - 0.1 * s,
+            **({'arch.loss_cls': 0.3, 'arch.loss_reg': -0.2} if s > 2 else {}),
+        )
+        for s in range(1, 9)
+    ]
+    out = visualization.plot_search_curves(
+        records, str(tmp_path / 'curves.png')
+    )
+    assert_png(Path(out))
+    assert seen['ylabel'] == 'ms'
+    assert seen['labels'][:2] == ['E[latency] (latency table)', 'target']

@@ -131,6 +131,12 @@ def main(argv: Optional[List[str]] = None) -> List[str]:
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
     model = build_searched_model(cfg, args.checkpoint)
+    if model.target_flops is None:
+        cli.fail(
+            'plot_samples.py',
+            f'model.budget={model.cost.name!r}: the histogram plots FLOPs '
+            'against a FLOPs target; a latency-budget search has none',
+        )
     mutator = model.mutator
 
     full = mutator.layer_channels(mutator.sample_choices('max'))

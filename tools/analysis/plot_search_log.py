@@ -8,10 +8,11 @@ Usage::
 
 Reads mmengine's ``vis_data/scalars.json`` (the keys ``expected_mflops``,
 ``target_mflops``, ``arch.loss_cls``, ``arch.loss_reg``, ``max.loss`` and
-``step``). Given a work dir, all its runs are joined, a resumed run
-continuing the log of the one it resumed. The PNG goes to ``--out``, else
-``search_curves.png`` in the work dir (beside the json when a json is
-given); its path is printed.
+``step``; a latency-budget search's ``expected_latency_ms`` and
+``target_latency_ms`` instead of the FLOPs). Given a work dir, all its
+runs are joined, a resumed run continuing the log of the one it resumed.
+The PNG goes to ``--out``, else ``search_curves.png`` in the work dir
+(beside the json when a json is given); its path is printed.
 """
 
 import os.path as osp

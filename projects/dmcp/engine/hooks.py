@@ -1,5 +1,6 @@
-"""The FLOPs estimator hook: logs the search's FLOPs and, at the end,
-exports the subnets (:mod:`..models.export`)."""
+"""The FLOPs estimator hook: logs the search's budget (E[FLOPs], or
+E[latency] under ``model.budget='latency'``) and, at the end, exports the
+subnets (:mod:`..models.export`)."""
 
 from typing import Optional
 
@@ -8,7 +9,6 @@ from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
 
 from ..models.export import check_sampling, export_search_results
-from ..models.flops import format_flops
 from ..models.subnet_file import SUBNET_FILE
 from ..registry import HOOKS
 from ..utils import unwrap
@@ -23,8 +23,10 @@ class DMCPFlopsEstimatorHook(Hook):
     After every iteration it puts into the log line (with the usual progress
     and ETA of mmengine's logger): the expected FLOPs ``E[FLOPs]`` and the
     target (in MFLOPs, i.e. millions of MACs), and the FLOPs of the subnets
-    that stage 1 trained. Every ``width_interval`` iterations it logs the
-    expected width of each unit.
+    that stage 1 trained; under the latency budget also ``E[latency]`` and
+    its target in ms (``expected_latency_ms``, ``target_latency_ms``).
+    Every ``width_interval`` iterations it logs the expected width of each
+    unit.
 
     At the end of the search it writes, atomically, into the work dir (rank 0
     only):
@@ -32,9 +34,10 @@ class DMCPFlopsEstimatorHook(Hook):
     * ``DMCP_SUBNET_IMAGENET.yaml``: the Expected Sampling subnet (the paper's
       default, Section 3.3);
     * ``direct_sampling/subnet_{i}.yaml``: up to ``num_direct_samples``
-      Direct Samples whose FLOPs lie in ``[gamma * T, T]``, out of at most
-      ``max_direct_draws`` draws, and ``direct_sampling/summary.yaml`` with
-      the FLOPs of all draws (count, mean, quantiles).
+      Direct Samples whose FLOPs (latency) lie in ``[gamma * T, T]``, out
+      of at most ``max_direct_draws`` draws, and
+      ``direct_sampling/summary.yaml`` with the FLOPs (latency) of all
+      draws (count, mean, quantiles).
 
     Args:
         width_interval (int): Log unit widths every this many iterations;
@@ -80,9 +83,9 @@ class DMCPFlopsEstimatorHook(Hook):
         algo = unwrap(runner.model)
         hub = runner.message_hub
         with torch.no_grad():
-            expected = float(algo.mutator.expected_flops())
-        hub.update_scalar('train/expected_mflops', expected / 1e6)
-        hub.update_scalar('train/target_mflops', algo.target_flops / 1e6)
+            scalars = algo.cost.scalars()
+        for key, value in scalars.items():
+            hub.update_scalar(f'train/{key}', value)
         for tag, flops in algo.last_subnet_flops.items():
             hub.update_scalar(f'train/{tag}_mflops', flops / 1e6)
         if self.width_interval and self.every_n_train_iters(
@@ -93,12 +96,13 @@ class DMCPFlopsEstimatorHook(Hook):
     @staticmethod
     def width_report(algo) -> str:
         """Expected width of every unit, one line each."""
+        cost = algo.cost
         with torch.no_grad():
             widths = algo.mutator.expected_channels().tolist()
+            expected = float(cost.expected())
         lines = [
-            f'E[FLOPs] {format_flops(float(algo.mutator.expected_flops()))}'
-            f' / target {format_flops(algo.target_flops)}; expected '
-            'channels per unit:'
+            f'E[{cost.label}] {cost.format(expected)} / target '
+            f'{cost.format(cost.target)}; expected channels per unit:'
         ]
         for unit, w in zip(algo.mutator.units, widths):
             lines.append(

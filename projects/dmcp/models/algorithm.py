@@ -11,9 +11,11 @@ from mmrazor.models.algorithms.base import BaseAlgorithm
 from torch import Tensor, nn
 
 from ..registry import MODELS, build_model
-from ..utils import check_input_shape, tensor_forward
+from ..utils import check_input_shape, is_number, tensor_forward
+from .cost import BUDGETS, FlopsCost, build_cost
 from .distill import captured_output, kl_to_teacher
 from .flops import format_flops, parse_flops
+from .latency import load_latency_table
 from .losses import DMCPBudgetLoss
 from .mutator import DMCPChannelMutator
 from .tracer import check_input_size
@@ -140,9 +142,11 @@ class DMCP(BaseAlgorithm):
     Args:
         architecture (dict | BaseModel): The supernet, an mmpretrain
             classifier or its config.
-        target_flops (int | float | str): Target FLOPs ``T``, as MACs or a
-            string such as ``'2.2G'`` or ``'300M'`` (see
-            :mod:`projects.dmcp.models.flops` for the convention).
+        target_flops (int | float | str, optional): Target FLOPs ``T``, as
+            MACs or a string such as ``'2.2G'`` or ``'300M'`` (see
+            :mod:`projects.dmcp.models.flops` for the convention); required
+            with ``budget='flops'``, None with ``budget='latency'``.
+            Defaults to None.
         mutator (dict | DMCPChannelMutator, optional): The channel mutator or
             its config. Defaults to None (``dict(type='DMCPChannelMutator')``).
         input_shape (Sequence[int]): ``(C, H, W)`` of one input, at which the
@@ -157,6 +161,19 @@ class DMCP(BaseAlgorithm):
             Eq. 13's ``log|E - T|`` as written (see
             :func:`~projects.dmcp.models.losses.budget_loss`). Defaults to
             ``'bounded'``.
+        budget (str): What the budget counts: ``'flops'`` (the paper:
+            E[FLOPs] against ``target_flops``) or ``'latency'`` (beyond the
+            paper: E[latency] from ``latency_table`` against
+            ``target_latency``; the same budget loss, band and export,
+            :mod:`projects.dmcp.models.cost`). Defaults to ``'flops'``.
+        latency_table (str, optional): The per-layer latency table (yaml)
+            measured on the target device by
+            ``tools/analysis/latency_table.py``; required with
+            ``budget='latency'``. Defaults to None.
+        target_latency (float, optional): Target latency ``T`` in
+            milliseconds, in the table's terms (its device, backend,
+            threads and batch); required with ``budget='latency'``.
+            Defaults to None.
         num_direct_samples (int): Subnets drawn by Direct Sampling in each
             stage 1 (the sandwich rule's random subnets). Defaults to 2.
         sandwich (str): Stage 1's random subnets: ``'variant'``, the
@@ -193,12 +210,15 @@ class DMCP(BaseAlgorithm):
     def __init__(
         self,
         architecture: Union[BaseModel, Dict],
-        target_flops: Union[int, float, str],
+        target_flops: Optional[Union[int, float, str]] = None,
         mutator: Optional[Union[DMCPChannelMutator, Dict]] = None,
         input_shape: Sequence[int] = (3, 224, 224),
         gamma: float = 0.99,
         lambda_reg: float = 0.1,
         budget_mode: str = 'bounded',
+        budget: str = 'flops',
+        latency_table: Optional[str] = None,
+        target_latency: Optional[float] = None,
         num_direct_samples: int = 2,
         sandwich: str = 'variant',
         arch_loss: str = 'full',
@@ -233,6 +253,7 @@ class DMCP(BaseAlgorithm):
                 'model.num_direct_samples must be an integer '
                 f'>= 0, got {num_direct_samples!r}'
             )
+        check_choice(budget, BUDGETS, 'model.budget')
         check_choice(sandwich, SANDWICH_RULES, 'model.sandwich')
         check_choice(arch_loss, ARCH_LOSSES, 'model.arch_loss')
         check_choice(distill, DISTILL_MODES, 'model.distill')
@@ -282,12 +303,55 @@ class DMCP(BaseAlgorithm):
             check_input_size(self.mutator.trace)
         except ValueError as e:
             raise ValueError(f'model.input_shape: {e}') from e
+        self.full_flops = self.mutator.flops_of('max')
+        self.min_flops = self.mutator.flops_of('min')
+        self.target_flops: Optional[float] = None
+        self.target_latency: Optional[float] = None
+        if budget == 'flops':
+            self.cost = self._flops_cost(
+                target_flops, latency_table, target_latency
+            )
+        else:
+            self.cost = self._latency_cost(
+                target_flops, latency_table, target_latency
+            )
+        self.budget = DMCPBudgetLoss(
+            self.cost.target, gamma, lambda_reg, budget_mode, self.cost.unit
+        )
+        self.num_direct_samples = num_direct_samples
+        if seed is None:
+            seed = int(torch.randint(0, 2**62, ()).item())
+        self.sampler = torch.Generator().manual_seed(int(seed))
+        # Figures of the last step: the stage 1 subnets' FLOPs (host ints,
+        # logged by the estimator hook), and the budget's expectation
+        # (E[FLOPs] or E[latency]) as a tensor on the model's device.
+        self.last_subnet_flops: Dict[str, int] = {}
+        self.last_expected: Optional[Tensor] = None
+
+    def _flops_cost(
+        self,
+        target_flops: Optional[Union[int, float, str]],
+        latency_table: Optional[str],
+        target_latency: Optional[float],
+    ) -> FlopsCost:
+        """The FLOPs budget, its target checked in one line."""
+        for key, value in (
+            ('latency_table', latency_table),
+            ('target_latency', target_latency),
+        ):
+            if value is not None:
+                raise ValueError(
+                    f'model.{key}={value!r} is set, but model.budget is '
+                    "'flops'; set model.budget='latency' to budget latency"
+                )
+        if target_flops is None:
+            raise ValueError(
+                "model.target_flops is required with model.budget='flops'"
+            )
         try:
             self.target_flops = parse_flops(target_flops)
         except (TypeError, ValueError) as e:
             raise ValueError(f'model.target_flops: {e}') from e
-        self.full_flops = self.mutator.flops_of('max')
-        self.min_flops = self.mutator.flops_of('min')
         if not self.min_flops <= self.target_flops <= self.full_flops:
             raise ValueError(
                 f'model.target_flops={format_flops(self.target_flops)} is '
@@ -296,22 +360,68 @@ class DMCP(BaseAlgorithm):
                 f'{format_flops(self.min_flops)} (min subnet) to '
                 f'{format_flops(self.full_flops)} (full network)'
             )
-        self.budget = DMCPBudgetLoss(
-            self.target_flops, gamma, lambda_reg, budget_mode
+        return build_cost('flops', self.mutator, self.target_flops)
+
+    def _latency_cost(
+        self,
+        target_flops: Optional[Union[int, float, str]],
+        latency_table: Optional[str],
+        target_latency: Optional[float],
+    ) -> FlopsCost:
+        """The latency budget: reads the table and checks it and the
+        target, each in one line naming the key or the file."""
+        if target_flops is not None:
+            raise ValueError(
+                f'model.target_flops={target_flops!r} is set, but '
+                "model.budget='latency' budgets model.target_latency (ms); "
+                'set model.target_flops=None'
+            )
+        if latency_table is None:
+            raise ValueError(
+                "model.budget='latency' needs model.latency_table, a yaml "
+                'measured on the target device by '
+                'tools/analysis/latency_table.py'
+            )
+        try:
+            doc = load_latency_table(str(latency_table))
+            self.mutator.set_latency_table(
+                doc, f'model.latency_table={latency_table}'
+            )
+        except (FileNotFoundError, ValueError) as e:
+            message = str(e)
+            if not message.startswith('model.latency_table'):
+                message = f'model.latency_table: {message}'
+            raise ValueError(message) from None
+        if not (is_number(target_latency) and target_latency > 0):
+            raise ValueError(
+                "model.budget='latency' needs model.target_latency, a "
+                f'number of milliseconds > 0, got {target_latency!r}'
+            )
+        table = self.mutator.latency_table
+        groups = self.mutator.units[0].num_groups
+        full = table.lookup([groups] * table.num_units)
+        low = table.lookup([1] * table.num_units)
+        if not low <= target_latency <= full:
+            raise ValueError(
+                f'model.target_latency={target_latency} ms is outside what '
+                f'the supernet can reach by {latency_table}: from '
+                f'{low:.3f} ms (min subnet) to {full:.3f} ms (full network)'
+            )
+        self.target_latency = float(target_latency)
+        return build_cost(
+            'latency', self.mutator, self.target_latency, str(latency_table)
         )
-        self.num_direct_samples = num_direct_samples
-        if seed is None:
-            seed = int(torch.randint(0, 2**62, ()).item())
-        self.sampler = torch.Generator().manual_seed(int(seed))
-        # Figures of the last step, read by the FLOPs estimator hook:
-        # host ints, and E[FLOPs] as a tensor on the model's device.
-        self.last_subnet_flops: Dict[str, int] = {}
-        self.last_expected_flops: Optional[Tensor] = None
 
     @property
     def gamma(self) -> float:
         """Tolerance ratio of the budget margin."""
         return self.budget.gamma
+
+    @property
+    def target(self) -> float:
+        """The budget's target ``T``: MACs, or ms under the latency
+        budget."""
+        return self.cost.target
 
     # ------------------------------------------------------------- training
     def train_step(
@@ -424,7 +534,7 @@ class DMCP(BaseAlgorithm):
         ):
             losses = self.architecture(**data, mode='loss')
             loss_cls, _ = self.parse_losses(losses)
-            expected = self.mutator.expected_flops()
+            expected = self.cost.expected()
             loss_reg = self.budget(expected).to(loss_cls.dtype)
             loss = loss_cls + loss_reg
         checks.append(('the task loss of the architecture step', loss_cls))
@@ -441,7 +551,7 @@ class DMCP(BaseAlgorithm):
         """Stage 2 of Table 5's first row: alpha steps on the budget loss
         alone; no forward pass, so no task gradient reaches alpha."""
         with optim_wrapper.optim_context(self.mutator):
-            expected = self.mutator.expected_flops()
+            expected = self.cost.expected()
             loss_reg = self.budget(expected).float()
         checks.append(('the budget loss (loss_reg)', loss_reg))
         self._step_alpha(optim_wrapper, loss_reg, expected, checks)
@@ -455,14 +565,14 @@ class DMCP(BaseAlgorithm):
         checks: list,
     ) -> None:
         """Back-propagate ``loss`` to alpha only, average over ranks, step,
-        and record E[FLOPs] for the estimator hook."""
+        and record the budget's expectation (E[FLOPs] or E[latency])."""
         alphas = self.mutator.arch_parameters()
         optim_wrapper.backward(loss, inputs=alphas)
         all_reduce_grads(alphas)
         optim_wrapper.step()
         optim_wrapper.zero_grad()
         checks.append(('alpha after the update', self.mutator.alphas()))
-        self.last_expected_flops = expected.detach()
+        self.last_expected = expected.detach()
 
     def _weight_params(self) -> List[nn.Parameter]:
         return [p for p in self.architecture.parameters() if p.requires_grad]

@@ -3,13 +3,15 @@
 After a search, :func:`export_search_results` writes the Expected Sampling
 subnet (Section 3.3, :func:`expected_sampling`) as the main subnet file and
 the Direct Samples in the budget band (:func:`draw_direct_samples`) beside
-it, in the format of :mod:`.subnet_file`. The FLOPs estimator hook calls it
-at the end of the run; ``benchmarks/`` and ``tools/analysis/`` call it (or
-its sampling rules) on a searched checkpoint.
+it, in the format of :mod:`.subnet_file`. The budget is the algorithm's
+``cost`` (:mod:`.cost`): FLOPs, or the latency table's milliseconds. The
+FLOPs estimator hook calls it at the end of the run; ``benchmarks/`` and
+``tools/analysis/`` call it (or its sampling rules) on a searched
+checkpoint.
 """
 
 import os.path as osp
-from typing import Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -17,7 +19,6 @@ import yaml
 from mmengine.logging import MMLogger
 
 from ..fileio import atomic_write_text
-from .flops import format_flops
 from .subnet_file import SUBNET_FILE, dump_subnet
 
 __all__ = [
@@ -41,58 +42,79 @@ def check_sampling(sampling: str) -> None:
         )
 
 
-def subnet_meta(algo, sampling: str, flops: int, supernet: str) -> dict:
-    """The ``meta`` section of a subnet yaml (``expected_flops`` is the
-    search's final E[FLOPs], Eq. 12; ``divisor`` the units' channel
-    divisor, when not 1)."""
+def subnet_meta(algo, sampling: str, choices: dict, supernet: str) -> dict:
+    """The ``meta`` section of a subnet yaml.
+
+    Args:
+        algo (DMCP): The searched algorithm.
+        sampling (str): ``'expected'`` or ``'direct'``.
+        choices (dict[str, int]): The subnet's unit choices.
+        supernet (str): The search's config file.
+
+    Returns:
+        dict: ``algorithm``, ``sampling``, ``input_shape``, ``supernet``
+        and the budget's fields (:meth:`.cost.FlopsCost.meta`: the target,
+        the subnet's value and the search's final expectation; with the
+        latency budget also the table's device, backend and threads);
+        ``divisor``, the units' channel divisor, when not 1.
+    """
     with torch.no_grad():
-        expected = float(algo.mutator.expected_flops())
+        budget = algo.cost.meta(choices)
     meta = dict(
         algorithm='DMCP',
         sampling=sampling,
-        target_flops=int(algo.target_flops),
-        flops=int(flops),
         input_shape=list(algo.input_shape),
         supernet=supernet,
-        expected_flops=int(round(expected)),
     )
+    meta.update(budget)
     divisor = algo.mutator.divisor
     if divisor != 1:  # widths but full ones are multiples of it
         meta['divisor'] = divisor
     return meta
 
 
-def expected_sampling(mutator, target: float) -> tuple:
+def expected_sampling(
+    mutator, target: float, cost: Optional[Callable[[dict], float]] = None
+) -> tuple:
     """Expected Sampling (Section 3.3) that never exceeds the target.
 
     Each unit keeps its expected channels (Eq. 8) rounded. If that subnet's
-    FLOPs exceed ``target`` (the search did not reach the budget, or rounding
-    pushed it over), every unit's expected channels are scaled by the largest
-    common factor that fits (:meth:`DMCPChannelMutator.fit_widths`), never
-    below one group per unit.
+    cost exceeds ``target`` (the search did not reach the budget, or
+    rounding pushed it over), every unit's expected channels are scaled by
+    the largest common factor that fits
+    (:meth:`DMCPChannelMutator.fit_widths`), never below one group per unit.
 
     Args:
         mutator (DMCPChannelMutator): The searched mutator.
-        target (float): Target FLOPs.
+        target (float): Target FLOPs (or milliseconds, with ``cost``).
+        cost (callable, optional): A subnet's value, ``cost(choices)``
+            (e.g. :meth:`.cost.LatencyCost.of_choices`). Defaults to None
+            (its FLOPs).
 
     Returns:
         tuple[dict[str, int], float]: The choices and the factor (1.0 when no
         fit was needed).
     """
+    cost = mutator.subnet_flops if cost is None else cost
     choices = mutator.sample_choices('expected')
-    if mutator.subnet_flops(choices) <= target:
+    if cost(choices) <= target:
         return choices, 1.0
     with torch.no_grad():
         expected = mutator.expected_channels().tolist()
-    return mutator.fit_widths(expected, target, floor='group')
+    return mutator.fit_widths(expected, target, floor='group', cost=cost)
 
 
 def draw_direct_samples(
-    mutator, band: Tuple[float, float], num: int, max_draws: int, seed: int
+    mutator,
+    band: Tuple[float, float],
+    num: int,
+    max_draws: int,
+    seed: int,
+    cost_of_rows: Optional[Callable] = None,
 ) -> tuple:
     """Direct Sampling (Section 3.3): draw ``max_draws`` subnets from the
-    Markov chains at once and keep the first ``num`` whose FLOPs lie in the
-    budget ``band``.
+    Markov chains at once and keep the first ``num`` whose FLOPs (or
+    cost) lie in the budget ``band``.
 
     Args:
         mutator (DMCPChannelMutator): The searched mutator.
@@ -100,20 +122,26 @@ def draw_direct_samples(
         num (int): Samples to keep.
         max_draws (int): Samples to draw.
         seed (int): Seed of the draws.
+        cost_of_rows (callable, optional): The values of many subnets,
+            ``cost_of_rows(rows)`` (e.g. :meth:`.cost.LatencyCost.of_rows`).
+            Defaults to None (their FLOPs, as int64).
 
     Returns:
-        tuple: The drawn rows (CPU), the FLOPs of every draw (CPU, int64),
-        the indices kept and the kept ``(choices, flops)`` pairs.
+        tuple: The drawn rows (CPU), the value of every draw (CPU), the
+        indices kept and the kept ``(choices, value)`` pairs.
     """
     low, high = band
     generator = torch.Generator().manual_seed(seed)
     rows = mutator.sample_direct_batch(max_draws, generator)
-    all_flops = mutator.flops_table(rows).round().long().cpu()
+    if cost_of_rows is None:
+        all_flops = mutator.flops_table(rows).round().long().cpu()
+    else:
+        all_flops = cost_of_rows(rows).cpu()
     rows = rows.cpu()
     inside = ((all_flops >= low) & (all_flops <= high)).nonzero().flatten()
     kept = inside[:num].tolist()
     samples = [
-        (mutator.choices_from_row(rows[i]), int(all_flops[i])) for i in kept
+        (mutator.choices_from_row(rows[i]), all_flops[i].item()) for i in kept
     ]
     return rows, all_flops, kept, samples
 
@@ -154,36 +182,44 @@ def export_search_results(
         raise FloatingPointError('alpha is not finite: no subnet written')
     logger = MMLogger.get_current_instance()
     previous = mutator.current_choices()
+    cost = algo.cost
+    name = f'E[{cost.label}]'
 
-    low, high = algo.gamma * algo.target_flops, algo.target_flops
+    low, high = algo.gamma * cost.target, cost.target
     draws = draw_direct_samples(
-        mutator, (low, high), num_direct_samples, max_direct_draws, seed
+        mutator,
+        (low, high),
+        num_direct_samples,
+        max_direct_draws,
+        seed,
+        cost.of_rows,
     )
     rows, all_flops, kept, samples = draws
 
     if sampling == 'direct' and samples:
-        choices, flops = samples[0]
-        meta = subnet_meta(algo, 'direct', flops, supernet)
+        choices, _ = samples[0]
+        meta = subnet_meta(algo, 'direct', choices, supernet)
     else:
         if sampling == 'direct':
             logger.warning(
                 f'No Direct Sample of {len(rows)} lies in the budget band '
-                f'[{format_flops(low)}, {format_flops(high)}]: '
+                f'[{cost.format(low)}, {cost.format(high)}]: '
                 f'{subnet_file} holds the Expected Sampling subnet instead.'
             )
-        choices, scale = expected_sampling(mutator, algo.target_flops)
-        meta = subnet_meta(
-            algo, 'expected', mutator.subnet_flops(choices), supernet
+        choices, scale = expected_sampling(
+            mutator, cost.target, cost.of_choices
         )
+        meta = subnet_meta(algo, 'expected', choices, supernet)
         if scale < 1:
             meta['budget_fit_scale'] = round(scale, 6)
+            with torch.no_grad():
+                expected = float(cost.expected())
             logger.warning(
                 'The Expected Sampling subnet exceeded the target '
-                f'{format_flops(algo.target_flops)} (E[FLOPs] = '
-                f'{format_flops(float(mutator.expected_flops()))}); its '
-                f'expected widths were scaled by {scale:.4f} to fit. A '
-                'search whose E[FLOPs] ends inside [gamma * T, T] needs no '
-                'such fit.'
+                f'{cost.format(cost.target)} ({name} = '
+                f'{cost.format(expected)}); its expected widths were '
+                f'scaled by {scale:.4f} to fit. A search whose {name} ends '
+                'inside [gamma * T, T] needs no such fit.'
             )
     paths = {}
     path = osp.join(work_dir, subnet_file)
@@ -191,11 +227,11 @@ def export_search_results(
     paths[f'{meta["sampling"].capitalize()} Sampling subnet'] = path
 
     folder = osp.join(work_dir, 'direct_sampling')
-    for i, (choices, flops) in enumerate(samples):
+    for i, (choices, _) in enumerate(samples):
         dump_subnet(
             osp.join(folder, f'subnet_{i}.yaml'),
             mutator.layer_channels(choices),
-            subnet_meta(algo, 'direct', flops, supernet),
+            subnet_meta(algo, 'direct', choices, supernet),
         )
     # The summary covers the draws up to the last one kept (all of them when
     # fewer than `num_direct_samples` landed in the band).
@@ -204,7 +240,7 @@ def export_search_results(
     summary = dict(
         draws=len(arr),
         kept=len(kept),
-        band=[int(low), int(high)],
+        band=[cost.record(low), cost.record(high)],
         mean=float(arr.mean()),
         std=float(arr.std()),
         quantiles={
@@ -213,6 +249,8 @@ def export_search_results(
         },
         within_band=float(((arr >= low) & (arr <= high)).mean()),
     )
+    if cost.name != 'flops':  # the figures are in its unit (ms)
+        summary = dict(budget=cost.name, **summary)
     atomic_write_text(
         osp.join(folder, 'summary.yaml'),
         yaml.safe_dump(summary, sort_keys=False),

@@ -19,6 +19,7 @@ def budget_loss(
     target: float,
     gamma: float = 0.99,
     mode: str = 'bounded',
+    unit: float = 1.0,
 ) -> Tensor:
     """Budget loss of Eq. 13 with the one-sided margin: zero when
     ``gamma * T <= E <= T``, a log of the distance otherwise.
@@ -43,14 +44,21 @@ def budget_loss(
       for the last steps' oscillation, and the search ends inside it.
 
     Computed on the device of ``expected_flops`` without reading it on the
-    host (no sync).
+    host (no sync). The gradients of every form are the same whatever the
+    budget's unit (MACs, or milliseconds for ``model.budget='latency'``):
+    ``E`` and ``T`` scale together.
 
     Args:
-        expected_flops (Tensor): ``E(N_FLOPs)``, a differentiable scalar.
-        target (float): Target FLOPs ``T`` (MACs).
+        expected_flops (Tensor): ``E(N_FLOPs)`` (or E[latency]), a
+            differentiable scalar.
+        target (float): Target ``T`` in the same unit (MACs, or ms).
         gamma (float): Tolerance ratio, in ``(0, 1]``. Defaults to 0.99.
         mode (str): One of :data:`BUDGET_MODES`. Defaults to
             ``'bounded'``.
+        unit (float): The smallest meaningful amount of the budget: each
+            log's argument is clamped to at least it, so that the branch
+            ``torch.where`` does not take never puts an inf into the
+            gradient. Defaults to 1.0 (one MAC).
 
     Returns:
         Tensor: The loss, in the shape and dtype of ``expected_flops``;
@@ -61,15 +69,15 @@ def budget_loss(
     e = expected_flops
     upper = (1 + gamma) / 2 * target if mode == 'bounded' else target
     above, below = e > upper, e < gamma * target
-    # Each branch is clamped to at least one MAC, so that the branch
-    # torch.where does not take never puts an inf into the gradient.
-    low = torch.log((target - e).clamp_min(1.0))
+    # Each branch is clamped to at least one unit (one MAC), so that the
+    # branch torch.where does not take never puts an inf into the gradient.
+    low = torch.log((target - e).clamp_min(unit))
     if mode == 'bounded':
-        margin = max((1 - gamma) * target, 1.0)
+        margin = max((1 - gamma) * target, unit)
         high = math.log(margin) + (e - upper) / margin
     else:
         pole = target if mode == 'paper' else gamma * target
-        high = torch.log((e - pole).clamp_min(1.0))
+        high = torch.log((e - pole).clamp_min(unit))
     return torch.where(above, high, torch.where(below, low, e * 0.0))
 
 
@@ -90,11 +98,14 @@ class DMCPBudgetLoss(nn.Module):
     """``lambda_reg * loss_reg`` of Eq. 15 as a module.
 
     Args:
-        target_flops (float): Target FLOPs ``T`` (MACs).
+        target_flops (float): Target ``T``: FLOPs (MACs), or milliseconds
+            under the latency budget.
         gamma (float): Tolerance ratio in ``(0, 1]``. Defaults to 0.99.
         loss_weight (float): ``lambda_reg``. Defaults to 0.1.
         mode (str): Form of the loss, one of :data:`BUDGET_MODES` (see
             :func:`budget_loss`). Defaults to ``'bounded'``.
+        unit (float): The budget's smallest meaningful amount (see
+            :func:`budget_loss`). Defaults to 1.0 (one MAC).
     """
 
     def __init__(
@@ -103,6 +114,7 @@ class DMCPBudgetLoss(nn.Module):
         gamma: float = 0.99,
         loss_weight: float = 0.1,
         mode: str = 'bounded',
+        unit: float = 1.0,
     ) -> None:
         super().__init__()
         check_budget_mode(mode)
@@ -117,6 +129,7 @@ class DMCPBudgetLoss(nn.Module):
         self.gamma = float(gamma)
         self.loss_weight = float(loss_weight)
         self.mode = mode
+        self.unit = float(unit)
 
     def forward(self, expected_flops: Tensor) -> Tensor:
         """Weighted budget loss.
@@ -128,5 +141,5 @@ class DMCPBudgetLoss(nn.Module):
             Tensor: ``loss_weight * budget_loss(E, T, gamma)``.
         """
         return self.loss_weight * budget_loss(
-            expected_flops, self.target_flops, self.gamma, self.mode
+            expected_flops, self.target_flops, self.gamma, self.mode, self.unit
         )

@@ -347,16 +347,54 @@ class DMCPChannelMutator(BaseModule):
             ValueError: The table does not fit this network.
         """
         table = LatencyTable(
-            self.trace, self.specs, self.units[0].num_groups, doc, where
+            self.trace,
+            self.specs,
+            self.units[0].num_groups,
+            doc,
+            where,
+            input_shape=self.input_shape,
+            divisor=self.divisor,
         )
         self.latency_table = table.to(self.alphas().device)
 
     def expected_latency(self) -> Tensor:
         """E[latency] in milliseconds from the latency table, a
         differentiable float64 scalar (on alpha's device)."""
+        return self._table()(self.marginals())
+
+    def subnet_latency(self, choices: Optional[Choices] = None) -> float:
+        """The latency table's milliseconds of a subnet (widths between
+        group ends interpolated, :func:`.latency.interpolation_weights`),
+        computed on the host.
+
+        Args:
+            choices (dict[str, int], optional): Unit choices. Defaults to None
+                (the current ones).
+
+        Returns:
+            float: Milliseconds.
+        """
+        choices = self.check_choices(choices or self.current_choices())
+        widths = [choices[n] for n in self.unit_names]
+        ends = torch.tensor([u.ends for u in self.units])
+        return self._table().of_subnet(widths, ends)
+
+    def latency_of_rows(self, rows: Tensor) -> Tensor:
+        """The latency table's milliseconds of many subnets, on the table's
+        device (no host sync).
+
+        Args:
+            rows (Tensor): Channels, ``(N, U)``, in unit order.
+
+        Returns:
+            Tensor: Float64 milliseconds, ``(N,)``.
+        """
+        return self._table().of_widths(rows, self.group_ends)
+
+    def _table(self) -> LatencyTable:
         if self.latency_table is None:
             raise ValueError('no latency table: call set_latency_table')
-        return self.latency_table(self.marginals())
+        return self.latency_table
 
     def subnet_flops(self, choices: Optional[Choices] = None) -> int:
         """Exact FLOPs of a subnet.
@@ -434,12 +472,17 @@ class DMCPChannelMutator(BaseModule):
         return self.choices_from_rows(row[None])[0]
 
     def fit_widths(
-        self, widths: Sequence[float], target: float, floor: str = 'group'
+        self,
+        widths: Sequence[float],
+        target: float,
+        floor: str = 'group',
+        cost: Optional[Callable[[Choices], float]] = None,
     ) -> Tuple[Choices, float]:
         """Scale every unit's width by the largest common factor ``s`` in
-        ``[0, 1]`` for which the rounded subnet's FLOPs do not exceed
-        ``target`` (bisection). Widths round to multiples of the units'
-        divisor (:meth:`DMCPChannelUnit.round_width`).
+        ``[0, 1]`` for which the rounded subnet's cost (FLOPs unless
+        ``cost`` says otherwise) does not exceed ``target`` (bisection).
+        Widths round to multiples of the units' divisor
+        (:meth:`DMCPChannelUnit.round_width`).
 
         Args:
             widths (Sequence[float]): Width of each unit, in unit order (e.g.
@@ -449,6 +492,10 @@ class DMCPChannelMutator(BaseModule):
             floor (str): Smallest width of a unit: ``'group'`` (its first
                 group) or ``'channel'`` (one channel; the divisor with
                 one). Defaults to ``'group'``.
+            cost (callable, optional): ``cost(choices)``, the value to
+                keep within ``target``, non-decreasing in every width
+                (e.g. :meth:`subnet_latency`). Defaults to None
+                (:meth:`subnet_flops`).
 
         Returns:
             tuple[dict[str, int], float]: The choices and ``s``.
@@ -465,30 +512,40 @@ class DMCPChannelMutator(BaseModule):
                 for u, w, low in zip(self.units, widths, lows)
             }
 
-        if self.subnet_flops(scaled(1.0)) <= target:
+        cost = self.subnet_flops if cost is None else cost
+        if cost(scaled(1.0)) <= target:
             return scaled(1.0), 1.0
         low, high = 0.0, 1.0
         for _ in range(50):
             mid = (low + high) / 2
-            if self.subnet_flops(scaled(mid)) <= target:
+            if cost(scaled(mid)) <= target:
                 low = mid
             else:
                 high = mid
         return scaled(low), low
 
-    def uniform_choices(self, target: float) -> Tuple[Choices, float]:
+    def uniform_choices(
+        self,
+        target: float,
+        cost: Optional[Callable[[Choices], float]] = None,
+    ) -> Tuple[Choices, float]:
         """The uniform-width subnet (every unit keeps the same fraction of
-        its channels, as in ``0.5x`` networks) with the most FLOPs not above
-        ``target``: the baseline DMCP is compared with.
+        its channels, as in ``0.5x`` networks) with the most FLOPs (or
+        ``cost``) not above ``target``: the baseline DMCP is compared with.
 
         Args:
-            target (float): FLOPs not to exceed.
+            target (float): FLOPs (or cost) not to exceed.
+            cost (callable, optional): As in :meth:`fit_widths`. Defaults
+                to None (FLOPs).
 
         Returns:
             tuple[dict[str, int], float]: The choices and the width ratio.
         """
         return self.fit_widths(
-            [u.num_channels for u in self.units], target, floor='channel'
+            [u.num_channels for u in self.units],
+            target,
+            floor='channel',
+            cost=cost,
         )
 
     def flops_of(self, mode: str) -> int:
