@@ -122,7 +122,10 @@ def run(args: argparse.Namespace, backbone: str, seed: int) -> dict:
         S=planted,
         target=target / algo.full_flops,
         s_max=max(widths[n] for n in planted),
+        s_mean=sum(widths[n] for n in planted) / len(planted),
         out_min=min(w for n, w in widths.items() if n not in planted),
+        out_mean=sum(w for n, w in widths.items() if n not in planted)
+        / (len(widths) - len(planted)),
         planted=planted_acc,
         es=accuracy(algo, x, y, es),
         uniform=accuracy(algo, x, y, uniform),
@@ -132,15 +135,16 @@ def run(args: argparse.Namespace, backbone: str, seed: int) -> dict:
 def table(rows: list) -> str:
     lines = [
         '| backbone | seed | S (first stage to last) | T / full '
-        '| max width in S '
-        '| min width outside S | acc planted | acc ES | acc uniform |',
+        '| width in S: max, mean | outside S: min, mean '
+        '| acc planted | acc ES | acc uniform |',
         '| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |',
     ]
     for r in rows:
         short = ', '.join(n.replace('backbone.', '') for n in r['S'])
         lines.append(
             f'| {r["backbone"]} | {r["seed"]} | {short} | {r["target"]:.2f} | '
-            f'{r["s_max"]:.2f} | {r["out_min"]:.2f} | '
+            f'{r["s_max"]:.2f}, {r["s_mean"]:.2f} | '
+            f'{r["out_min"]:.2f}, {r["out_mean"]:.2f} | '
             f'{100 * r["planted"]:.1f} | {100 * r["es"]:.1f} | '
             f'{100 * r["uniform"]:.1f} |'
         )
@@ -151,7 +155,11 @@ def main() -> None:
     args = parse_args()
     torch.set_num_threads(1)
     start = time.time()
-    rows = [run(args, b, seed) for b in args.backbones for seed in args.seeds]
+    rows = []
+    for backbone in args.backbones:
+        for seed in args.seeds:
+            rows.append(run(args, backbone, seed))
+            print(table(rows[-1:]).splitlines()[-1], flush=True)
     text = table(rows)
     print(text)
     print(f'{time.time() - start:.0f} s')

@@ -74,25 +74,27 @@ def parse_args() -> argparse.Namespace:
 
 
 def run(config: str, work_dir: str, options: list) -> None:
-    """tools/train.py in a subprocess with one thread; log in work_dir."""
+    """tools/train.py in a subprocess with one thread; log in work_dir.
+
+    A run that finished before (its ``done`` file) is reused; one that was
+    stopped part-way resumes from its last checkpoint."""
     os.makedirs(work_dir, exist_ok=True)
-    if osp.exists(osp.join(work_dir, 'last_checkpoint')):
-        return  # finished before (a rerun reuses it)
+    done = osp.join(work_dir, 'done')
+    if osp.exists(done):
+        return
     env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
-    cmd = [
-        sys.executable,
-        osp.join(REPO, 'tools', 'train.py'),
-        config,
-        '--work-dir',
-        work_dir,
-        '--cfg-options',
-    ] + options
-    with open(osp.join(work_dir, 'train.log'), 'w') as log:
+    cmd = [sys.executable, osp.join(REPO, 'tools', 'train.py'), config]
+    cmd += ['--work-dir', work_dir]
+    if osp.exists(osp.join(work_dir, 'last_checkpoint')):
+        cmd.append('--resume')
+    cmd += ['--cfg-options'] + options
+    with open(osp.join(work_dir, 'train.log'), 'a') as log:
         code = subprocess.call(
             cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
         )
     if code:
         raise RuntimeError(f'{config} failed; see {work_dir}/train.log')
+    open(done, 'w').close()
 
 
 ARMS = ('dmcp', 'uniform', 'uniform_matched')
