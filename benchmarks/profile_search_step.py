@@ -8,6 +8,12 @@ operators by self CPU time (``torch.profiler``) or, with ``--cprofile``, the
 top Python functions by internal time (``cProfile``). Shares, not absolute
 times, are what a profile on a loaded machine is good for.
 
+With ``--limit`` the same steps profile the limits of
+``benchmarks/search_step.py`` instead: stage 1 as the four subnets our
+sampler draws, built (before the profile) as physically pruned plain
+classifiers, stage 2 as the full classifier with frozen weights; the
+difference to our profile is what the supernet costs.
+
 With ``--reference`` the layers run their unoptimised path
 (:func:`projects.dmcp.models.layers.reference_path`): full-size zero-padded
 weight gradients per subnet and a separate Markov-scale multiply, so the two
@@ -18,6 +24,7 @@ Usage::
     python benchmarks/profile_search_step.py --input-size 160
     python benchmarks/profile_search_step.py --stage 2 --cprofile
     python benchmarks/profile_search_step.py --reference --steps 2
+    python benchmarks/profile_search_step.py --limit --stage 1
 """
 
 import argparse
@@ -37,10 +44,17 @@ import torch
 import projects.dmcp  # noqa: F401  (the shims, before torchvision)
 from benchmarks.search_step import (
     BACKBONES,
+    build_classifier,
+    build_limit2,
     build_ours,
+    limit_stage1,
+    limit_stage2,
     make_batch,
+    ours_plan,
     ours_stage1,
     ours_stage2,
+    pruned_nets,
+    sgd,
 )
 from projects.dmcp.models.layers import reference_path
 
@@ -76,6 +90,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         '--reference',
         action='store_true',
         help='run the unoptimised layers (reference_path())',
+    )
+    p.add_argument(
+        '--limit',
+        action='store_true',
+        help="profile search_step.py's limits (pruned subnets, frozen net)",
     )
     return p.parse_args(argv)
 
@@ -119,6 +138,35 @@ def profile_steps(
     return f'{wall:.3f} s per step (profiler overhead included)\n{table}'
 
 
+def limit_stages(args: argparse.Namespace, algo, batch: dict) -> dict:
+    """The limits' steps, on the subnets our next steps would train.
+
+    Args:
+        args (argparse.Namespace): The options.
+        algo (DMCP): Ours, for its sampler, trace and units.
+        batch (dict): The batch.
+
+    Returns:
+        dict: Stage (``'1'``, ``'2'``) -> a step without arguments.
+    """
+    pristine = build_classifier(args.backbone)
+    plans = []
+    for _ in range(args.warmup + args.steps):
+        plans.append(ours_plan(algo))
+        # advance the sampler as our stage 1 would
+        algo.mutator.sample_direct_batch(algo.num_direct_samples, algo.sampler)
+    nets = [pruned_nets(pristine, algo, plan) for plan in plans]
+    full = build_classifier(args.backbone)
+    full.train()
+    full_optim = sgd(full.parameters())
+    frozen = build_limit2(args.backbone)
+    data = frozen.data_preprocessor(batch, True)
+    return {
+        '1': lambda: limit_stage1(full, full_optim, nets.pop(0), batch),
+        '2': lambda: limit_stage2(frozen, data),
+    }
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Build, warm up, profile and print.
 
@@ -141,6 +189,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         '2': lambda: ours_stage2(algo, optim, data),
     }
     chosen = ['1', '2'] if args.stage == 'both' else [args.stage]
+    if args.limit:
+        stages = limit_stages(args, algo, batch)
     ctx = reference_path() if args.reference else contextlib.nullcontext()
     with ctx:
         for _ in range(args.warmup):
@@ -150,7 +200,14 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(
                 f'== stage {s}, {args.backbone}, input {args.input_size}, '
                 f'batch {args.batch_size}, {args.threads} threads, '
-                f'{"reference" if args.reference else "optimised"} layers, '
+                + (
+                    'limit'
+                    if args.limit
+                    else 'reference layers'
+                    if args.reference
+                    else 'optimised layers'
+                )
+                + ', '
                 f'{args.steps} steps'
             )
             print(
