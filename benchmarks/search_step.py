@@ -126,10 +126,10 @@ lr 0.001, momentum 0.9, no weight decay for the architecture parameters
 iterations on the fixed random batch).
 
 Settings: ``--input-size 160`` is the headline setting (ImageNet-like
-resolution, where a layer's cost follows its width; about 6 minutes on 2
-cores); the default 64 is the quick one (about 1.5 minutes), where a CPU
-layer costs about the same at any width. Both at batch 32, 10 timed
-iterations after 2 warm-up ones.
+resolution, where a layer's cost follows its width; 10.5 minutes on this
+machine's 2 cores on 2026-12-03); the default 64 is the quick one (a minute
+or two), where a CPU layer costs about the same at any width. Both at
+batch 32, 10 timed iterations after 2 warm-up ones.
 
 Usage::
 
