@@ -12,6 +12,8 @@ from tests.helpers import REPO_ROOT
 
 SCRIPT = REPO_ROOT / 'benchmarks' / 'search_step.py'
 KEYS = (
+    'overhead_stage1',
+    'overhead_stage2',
     'stage1_ratio_vs_mmrazor',
     'stage2_ratio_vs_mmrazor',
     'efficiency',
@@ -54,5 +56,19 @@ def test_search_step_benchmark_json(tmp_path):
     detail = summary['backbones']['resnet18']
     assert detail['same_subnets'] is True
     assert detail['subnet_flops_share']['max'] == pytest.approx(1.0)
-    for key in ('plain_step_s', 'ours_stage1_s', 'mmrazor_stage1_s'):
+    for key in (
+        'plain_step_s',
+        'ours_stage1_s',
+        'mmrazor_stage1_s',
+        'limit_stage1_s',
+        'limit_stage2_s',
+        'overhead_stage1',
+        'overhead_stage2',
+    ):
         assert detail[key] > 0
+    for arm in ('ours', 'mmrazor', 'limit', 'plain'):
+        assert detail[f'{arm}_memory']['peak_rss_mib'] > 0
+    # the limit's pruned subnets are ours, two channels off per unit
+    assert detail['limit_subnet_flops_sum_over_full'] == pytest.approx(
+        detail['subnet_flops_sum_over_full'], rel=0.05
+    )

@@ -17,6 +17,7 @@ from projects.dmcp.models import (
     DynamicLinear,
     MarkovChannelUnit,
     count_flops,
+    reference_path,
 )
 from projects.dmcp.registry import MODELS
 from tests.helpers.models import (
@@ -494,7 +495,15 @@ def test_markov_scaling_applies_eq7_after_each_norm(nets):
 
 def test_markov_scaling_gradient_matches_eq16_18():
     """End to end on a small conv net: alpha.grad from the mutator equals
-    Eq. 16-18 with O the BN output and dLoss/dO_hat read off autograd."""
+    Eq. 16-18 with O the BN output and dLoss/dO_hat read off autograd.
+    In the reference path, where the scale is a multiply after the BN whose
+    input and output the test reads (test_shortcuts.py checks that the
+    folded scale gives the same gradients)."""
+    with reference_path():
+        _markov_scaling_gradient_matches_eq16_18()
+
+
+def _markov_scaling_gradient_matches_eq16_18():
     torch.manual_seed(0)
     model = nn.Sequential(
         nn.Conv2d(3, 10, 3, padding=1, bias=False),

@@ -24,6 +24,7 @@ from projects.dmcp.models import (
     tensor_forward,
 )
 from projects.dmcp.models.layers import DYNAMIC_LAYERS
+from projects.dmcp.models.prune import layer_shapes, resize_layers
 from projects.dmcp.registry import MODELS
 from tests.helpers import DMCP_CONFIGS
 from tests.helpers.models import randomize_norms
@@ -176,6 +177,32 @@ def test_random_subnets_flops_params_and_outputs(arch, tmp_path):
                 expected = supernet(x, mode='tensor')
                 got = pruned(x, mode='tensor')
             torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    mutator.set_subnet('max')
+
+
+@pytest.mark.parametrize('arch', ['resnet18', 'mbv2_1.5x'])
+def test_layer_shapes_and_resize_layers_without_a_yaml(arch, tmp_path):
+    """A subnet pruned straight from the mutator's choices (no file, the
+    search-step benchmark's limit) has the structure build_subnet gives
+    the same choices through a yaml, and the FLOPs of the mutator."""
+    supernet, mutator = prepared(arch)
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for a in mutator.arch_parameters():
+            a.copy_(torch.randn(a.shape, generator=g) * 2)
+    choices = mutator.sample_choices('direct', g)
+    layers, norms = layer_shapes(mutator.trace, mutator.specs, choices)
+    assert layers and norms
+    pruned = resize_layers(build_plain(arch), layers, norms)
+    assert count_flops(pruned, SHAPE, tensor_forward) == mutator.subnet_flops(
+        choices
+    )
+    path = write_yaml(tmp_path / 'subnet.yaml', mutator, choices)
+    from_yaml = build_subnet(architecture(arch), str(path))
+    shapes = {k: v.shape for k, v in pruned.state_dict().items()}
+    assert shapes == {k: v.shape for k, v in from_yaml.state_dict().items()}
+    for m in pruned.modules():
+        assert type(m) not in DYNAMIC_LAYERS.values()
     mutator.set_subnet('max')
 
 

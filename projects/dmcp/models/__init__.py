@@ -28,6 +28,7 @@ from .layers import (
     DynamicConv2d,
     DynamicLinear,
     convert_layer,
+    reference_path,
 )
 from .losses import DMCPBudgetLoss, budget_loss
 from .markov import (
@@ -95,6 +96,7 @@ __all__ = [
     'DynamicConv2d',
     'DynamicLinear',
     'convert_layer',
+    'reference_path',
     'DMCPBudgetLoss',
     'budget_loss',
     'channel_scale',

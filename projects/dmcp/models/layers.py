@@ -13,11 +13,30 @@ The classes subclass the plain torch layers and add no parameters, so a model
 is converted in place (:func:`convert_layer` swaps the class of a module) and
 keeps its module names, parameters, buffers and ``state_dict`` keys. At full
 width the forward is the plain layer's forward.
+
+Two shortcuts keep a search step close to the cost of the subnets themselves;
+neither changes a value the algorithm computes (``tests/test_models/
+test_shortcuts.py`` compares the gradients with :func:`reference_path`):
+
+* a sliced convolution or linear weight adds its gradient straight into its
+  slice of the full weight's ``.grad`` (:func:`weight_prefix`), instead of
+  autograd's full-size zero-padded gradient per subnet and layer that is then
+  added to ``.grad``;
+* a batch norm with a ``markov_scale`` (set by the mutator's Markov scaling,
+  Eq. 7) folds the per-channel scale into its affine,
+  ``BN(x) * s = x_hat * (w * s) + b * s``, instead of a separate multiply of
+  its output.
+
+Inside :func:`reference_path` both are off and the layers run the plain
+slicing and a separate multiply; so do traced (``torch.jit``) and compiled
+forwards, which keep the plain slicing.
 """
 
+import contextlib
 import math
-from typing import Optional
+from typing import Iterator, Optional, Tuple
 
+import torch
 import torch.nn.functional as F
 from mmcv.cnn.bricks import wrappers as mmcv_wrappers
 from mmcv.cnn.bricks.conv2d_adaptive_padding import Conv2dAdaptivePadding
@@ -30,8 +49,99 @@ __all__ = [
     'DynamicLinear',
     'convert_layer',
     'is_depthwise',
+    'reference_path',
+    'shortcuts_enabled',
+    'weight_prefix',
     'DYNAMIC_LAYERS',
 ]
+
+_REFERENCE = [False]  # inside reference_path()
+
+
+@contextlib.contextmanager
+def reference_path() -> Iterator[None]:
+    """Inside the context the dynamic layers run their unoptimised path: the
+    plain slicing of weights (autograd's zero-padded gradients) and the
+    Markov scale as a separate multiply after the batch norm (a forward
+    hook). The values computed are the same, up to the order of floating
+    point operations; tests compare the two paths. Contexts nest.
+    """
+    previous = _REFERENCE[0]
+    _REFERENCE[0] = True
+    try:
+        yield
+    finally:
+        _REFERENCE[0] = previous
+
+
+def shortcuts_enabled() -> bool:
+    """Whether the layers' shortcuts apply now: not inside
+    :func:`reference_path`, not while ``torch.jit`` traces or scripts and not
+    while ``torch.compile`` compiles.
+
+    Returns:
+        bool: True if the shortcuts are on.
+    """
+    if _REFERENCE[0]:
+        return False
+    if torch.jit.is_scripting() or torch.jit.is_tracing():
+        return False
+    compiler = getattr(torch, 'compiler', None)
+    return not (compiler is not None and compiler.is_compiling())
+
+
+class _PrefixSlice(torch.autograd.Function):
+    """``weight[:rows, :cols]`` whose backward adds the incoming gradient
+    into that slice of ``weight.grad`` in place and hands autograd nothing
+    for ``weight``, so no full-size zero-padded gradient is allocated."""
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, rows: int, cols: Optional[int]) -> Tensor:
+        ctx.weight = weight
+        ctx.index = (slice(None, rows),) + (
+            () if cols is None else (slice(None, cols),)
+        )
+        return weight[ctx.index]
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tuple[None, None, None]:
+        weight = ctx.weight
+        with torch.no_grad():
+            if weight.grad is None:
+                weight.grad = torch.zeros_like(weight)
+            weight.grad[ctx.index].add_(grad)
+        return None, None, None
+
+
+def weight_prefix(weight: Tensor, rows: int, cols: Optional[int]) -> Tensor:
+    """The first ``rows`` output (and ``cols`` input) channels of a weight.
+
+    While a weight step records gradients (the weight is a leaf that requires
+    grad, grad mode is on and :func:`shortcuts_enabled`), the slice's
+    gradient is added in place into ``weight.grad[:rows, :cols]`` (created
+    as zeros if None) during the backward, and autograd sees no gradient for
+    ``weight``: ``torch.autograd.grad`` with respect to a sliced weight
+    therefore needs :func:`reference_path`. Otherwise it is the plain view
+    ``weight[:rows, :cols]``.
+
+    Args:
+        weight (Tensor): A convolution or linear weight, output channels
+            first.
+        rows (int): Output channels kept.
+        cols (int, optional): Input channels kept; None keeps every one
+            (a depthwise convolution).
+
+    Returns:
+        Tensor: The slice.
+    """
+    if (
+        weight.requires_grad
+        and weight.is_leaf
+        and torch.is_grad_enabled()
+        and shortcuts_enabled()
+    ):
+        return _PrefixSlice.apply(weight, rows, cols)
+    return weight[:rows] if cols is None else weight[:rows, :cols]
 
 
 def is_depthwise(conv: nn.Conv2d) -> bool:
@@ -72,12 +182,12 @@ class DynamicConv2d(nn.Conv2d):
             if cin == self.in_channels:
                 return super().forward(x)
             cout = cin * (self.out_channels // self.in_channels)
-            weight, groups = self.weight[:cout], cin
+            weight, groups = weight_prefix(self.weight, cout, None), cin
         else:
             cout = self.out_width or self.out_channels
             if cin == self.in_channels and cout == self.out_channels:
                 return super().forward(x)
-            weight, groups = self.weight[:cout, :cin], 1
+            weight, groups = weight_prefix(self.weight, cout, cin), 1
         bias = None if self.bias is None else self.bias[:cout]
         if self.padding_mode != 'zeros':
             return F.conv2d(
@@ -146,9 +256,14 @@ class DynamicBatchNorm2d(nn.BatchNorm2d):
     should not move the running statistics, and during the Markov-scaled
     architecture step) it normalises with the batch statistics and leaves the
     running statistics and ``num_batches_tracked`` untouched.
+
+    When ``markov_scale`` is a tensor (set by the mutator's Markov scaling,
+    Eq. 7, outside :func:`reference_path`) the output channels are scaled by
+    it, folded into the affine: ``x_hat * (w * s) + b * s``.
     """
 
     update_stats: bool = True
+    markov_scale: Optional[Tensor] = None
 
     def forward(self, x: Tensor) -> Tensor:
         """Normalise the input with the matching prefix of the parameters.
@@ -160,10 +275,19 @@ class DynamicBatchNorm2d(nn.BatchNorm2d):
             Tensor: Normalised input, same shape.
         """
         c = x.shape[1]
-        if c == self.num_features and (self.update_stats or not self.training):
+        scale = self.markov_scale
+        if (
+            scale is None
+            and c == self.num_features
+            and (self.update_stats or not self.training)
+        ):
             return super().forward(x)
         weight = None if self.weight is None else self.weight[:c]
         bias = None if self.bias is None else self.bias[:c]
+        if scale is not None:
+            scale = scale.to(x.dtype if weight is None else weight.dtype)
+            weight = scale if weight is None else weight * scale
+            bias = None if bias is None else bias * scale
         if self.training and not self.update_stats:
             return F.batch_norm(
                 x, None, None, weight, bias, True, 0.0, self.eps
@@ -221,7 +345,7 @@ class DynamicLinear(nn.Linear):
         if fin == self.in_features and fout == self.out_features:
             return super().forward(x)
         bias = None if self.bias is None else self.bias[:fout]
-        return F.linear(x, self.weight[:fout, :fin], bias)
+        return F.linear(x, weight_prefix(self.weight, fout, fin), bias)
 
 
 DYNAMIC_LAYERS = {

@@ -23,7 +23,7 @@ from ..registry import MODELS, build_model
 from .bernoulli import keep_marginals, sample_groups
 from .flops import FlopsTable
 from .latency import LatencyTable
-from .layers import DynamicBatchNorm2d, convert_layer
+from .layers import DynamicBatchNorm2d, convert_layer, shortcuts_enabled
 from .markov import channel_scale, expected_channels
 from .tracer import (
     ChannelTrace,
@@ -559,27 +559,42 @@ class DMCPChannelMutator(BaseModule):
         channels scaled by their marginals after each batch norm (Eq. 7,
         Fig. 2b), and batch norms use batch statistics without updating their
         running statistics. The subnet set before is restored on exit.
+
+        A scale point that is a batch norm folds the scale into its affine
+        (``DynamicBatchNorm2d.markov_scale``); any other, or every one
+        inside :func:`~.layers.reference_path` (as it stands at entry),
+        multiplies its output in a forward hook.
         """
         previous = self.current_choices()
         self.set_subnet('max')
         marg = self.marginals()
         handles = []
+        folded = []
+        fold = shortcuts_enabled()
         try:
             for i, (spec, unit) in enumerate(zip(self.specs, self.units)):
                 scale = channel_scale(
                     marg[i], unit.group_sizes, unit.num_channels
                 )
                 for name in spec.scale_points:
-                    handles.append(
-                        self._layers[name].register_forward_hook(
-                            _ScaleHook(scale)
+                    layer = self._layers[name]
+                    if fold and isinstance(layer, DynamicBatchNorm2d):
+                        # into the norm's affine (layers.py), no multiply
+                        if layer.markov_scale is not None:
+                            scale = layer.markov_scale * scale
+                        layer.markov_scale = scale
+                        folded.append(layer)
+                    else:
+                        handles.append(
+                            layer.register_forward_hook(_ScaleHook(scale))
                         )
-                    )
             with self.frozen_norm_stats():
                 yield
         finally:
             for h in handles:
                 h.remove()
+            for layer in folded:
+                layer.markov_scale = None
             self.set_subnet(previous)
 
     @contextlib.contextmanager

@@ -15,7 +15,16 @@ import copy
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 from mmengine.logging import print_log
 from torch import nn
@@ -32,8 +41,10 @@ __all__ = [
     'DMCPSubnet',
     'SubnetPlan',
     'build_subnet',
+    'layer_shapes',
     'plan_subnet',
     'prune_model',
+    'resize_layers',
 ]
 
 
@@ -69,6 +80,43 @@ class SubnetPlan:
     full_flops: int
 
 
+def layer_shapes(
+    trace: ChannelTrace, specs: Sequence[UnitSpec], choices: Dict[str, int]
+) -> Tuple[Dict[str, Tuple[int, int]], Dict[str, int]]:
+    """The new shapes of every layer a subnet changes.
+
+    Args:
+        trace (ChannelTrace): The architecture's trace.
+        specs (Sequence[UnitSpec]): Its units.
+        choices (dict[str, int]): Unit name -> retained channels (checked
+            by the caller).
+
+    Returns:
+        tuple[dict[str, tuple[int, int]], dict[str, int]]: Convolution and
+        linear layer name -> new ``(in, out)`` channels, for every layer
+        whose shape changes; batch norm name -> new number of features.
+    """
+    width = {
+        trace.find(trace.layer(s.producers[0]).out_node): choices[s.name]
+        for s in specs
+    }
+    layers = {}
+    for rec in trace.layers:
+        cin = width.get(trace.find(rec.in_node), rec.in_channels)
+        if rec.depthwise:
+            cout = cin * (rec.out_channels // rec.in_channels)
+        else:
+            cout = width.get(trace.find(rec.out_node), rec.out_channels)
+        if (cin, cout) != (rec.in_channels, rec.out_channels):
+            layers[rec.name] = (cin, cout)
+    norms = {
+        name: width[trace.find(node)]
+        for name, node in trace.norms.items()
+        if trace.find(node) in width
+    }
+    return layers, norms
+
+
 def plan_subnet(
     model: nn.Module,
     subnet: Union[str, os.PathLike, dict],
@@ -100,24 +148,7 @@ def plan_subnet(
     trace = trace_channels(model, input_shape, forward)
     specs = find_units(trace, units)
     choices = check_channels(doc['channels'], trace, specs, where, doc['meta'])
-    width = {
-        trace.find(trace.layer(s.producers[0]).out_node): choices[s.name]
-        for s in specs
-    }
-    layers = {}
-    for rec in trace.layers:
-        cin = width.get(trace.find(rec.in_node), rec.in_channels)
-        if rec.depthwise:
-            cout = cin * (rec.out_channels // rec.in_channels)
-        else:
-            cout = width.get(trace.find(rec.out_node), rec.out_channels)
-        if (cin, cout) != (rec.in_channels, rec.out_channels):
-            layers[rec.name] = (cin, cout)
-    norms = {
-        name: width[trace.find(node)]
-        for name, node in trace.norms.items()
-        if trace.find(node) in width
-    }
+    layers, norms = layer_shapes(trace, specs, choices)
     table = FlopsTable(trace, specs)
     flops = table.count([choices[s.name] for s in specs])
     full = table.count([s.num_channels for s in specs])
@@ -203,6 +234,27 @@ def prune_model(model: nn.Module, plan: SubnetPlan) -> nn.Module:
     Returns:
         nn.Module: ``model``.
     """
+    return resize_layers(model, plan.layers, plan.norms)
+
+
+def resize_layers(
+    model: nn.Module,
+    layers: Dict[str, Tuple[int, int]],
+    norms: Dict[str, int],
+) -> nn.Module:
+    """Replace, in place, every named layer by a new plain one of the given
+    shape (what :func:`prune_model` does with a plan; :func:`layer_shapes`
+    gives the shapes of any subnet).
+
+    Args:
+        model (nn.Module): The model (plain or dynamic layers).
+        layers (dict[str, tuple[int, int]]): Convolution or linear layer
+            name -> new ``(in, out)`` channels.
+        norms (dict[str, int]): Batch norm name -> new number of features.
+
+    Returns:
+        nn.Module: ``model``.
+    """
     # every (parent, attribute) holding a module, so that a layer reachable
     # under two names is replaced everywhere
     slots: Dict[int, list] = {}
@@ -211,8 +263,8 @@ def prune_model(model: nn.Module, plan: SubnetPlan) -> nn.Module:
             if child is not None:
                 slots.setdefault(id(child), []).append((parent, attr))
     modules = dict(model.named_modules())
-    changes = [(n, cin, cout) for n, (cin, cout) in plan.layers.items()]
-    changes += [(n, c, c) for n, c in plan.norms.items()]
+    changes = [(n, cin, cout) for n, (cin, cout) in layers.items()]
+    changes += [(n, c, c) for n, c in norms.items()]
     for name, cin, cout in changes:
         old = modules[name]
         new = _resized(old, cin, cout)
