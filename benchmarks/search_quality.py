@@ -17,6 +17,20 @@ FLOPs, and whether each search's final E[FLOPs] lay in
 ``[gamma * T, T]``; ``--json`` adds one JSON object on the last line, and
 ``--out`` writes the table (with date and machine) as Markdown.
 
+``--variant NAME KEY=VALUE ...`` (repeatable) adds a search setting: each
+variant searches with those ``--cfg-options`` on top of the config, and its
+subnet and its own FLOPs-matched uniform network are retrained beside the
+others, sharing the uniform network at the budget. This compares settings in
+one run (retraining is deterministic: one thread, fixed seed), e.g. the
+paper's literal budget loss against the default::
+
+    python benchmarks/search_quality.py --variant dmcp \
+        --variant paper model.budget_mode=paper \
+        param_scheduler.mutator.0.eta_min=100.0
+
+A variant named ``dmcp`` (the default, with no options) keeps the work
+directory names of earlier runs, so their finished runs are reused.
+
 The search and retraining schedules are shortened to fit a CPU (see the
 options); runs go two at a time, one thread each.
 """
@@ -26,11 +40,13 @@ import json
 import os
 import os.path as osp
 import platform
+import re
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
+from typing import Dict, List, Tuple
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -66,11 +82,53 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         '--jobs', type=int, default=2, help='runs at once (one thread each)'
     )
+    parser.add_argument(
+        '--variant',
+        nargs='+',
+        action='append',
+        metavar='NAME [KEY=VALUE]',
+        help='a search setting: a name, then --cfg-options for the search '
+        "(repeatable; default: one variant 'dmcp' with the config as is)",
+    )
     parser.add_argument('--json', action='store_true')
     parser.add_argument(
         '--out', default=None, help='write the results as Markdown here'
     )
-    return parser.parse_args()
+    args = parser.parse_args()
+    args.variants = parse_variants(args.variant or [['dmcp']])
+    return args
+
+
+def parse_variants(specs: list) -> Dict[str, List[str]]:
+    """``--variant`` lists -> {name: search cfg-options}, in order.
+
+    Raises:
+        SystemExit: a repeated name, a name that is not a word, or an
+            option without ``=``.
+    """
+    variants: Dict[str, List[str]] = {}
+    for name, *options in specs:
+        if not re.fullmatch(r'[A-Za-z0-9_-]+', name) or name in variants:
+            raise SystemExit(f'--variant: bad or repeated name {name!r}')
+        bad = [o for o in options if '=' not in o]
+        if bad:
+            raise SystemExit(f'--variant {name}: not KEY=VALUE: {bad[0]!r}')
+        variants[name] = options
+    return variants
+
+
+def arm_dirs(name: str) -> Tuple[str, str, str, str]:
+    """Result key of the variant's DMCP arm and its matched-uniform arm, and
+    the folder names of its search and matched yaml (``dmcp`` keeps the
+    names of runs made before variants existed)."""
+    if name == 'dmcp':
+        return 'dmcp', 'uniform_matched', 'search', 'matched'
+    return (
+        f'dmcp_{name}',
+        f'uniform_matched_{name}',
+        f'search_{name}',
+        f'matched_{name}',
+    )
 
 
 def run(config: str, work_dir: str, options: list) -> None:
@@ -95,9 +153,6 @@ def run(config: str, work_dir: str, options: list) -> None:
     if code:
         raise RuntimeError(f'{config} failed; see {work_dir}/train.log')
     open(done, 'w').close()
-
-
-ARMS = ('dmcp', 'uniform', 'uniform_matched')
 
 
 def last_top1(work_dir: str) -> float:
@@ -146,77 +201,89 @@ def retrain_opts(args: argparse.Namespace, seed: int) -> list:
     ]
 
 
-def one_seed(
+def arms(variants: Dict[str, List[str]]) -> List[str]:
+    """Result keys of every retrained network, in table order."""
+    keys = ['uniform']
+    for name in variants:
+        dmcp, matched, _, _ = arm_dirs(name)
+        keys += [dmcp, matched]
+    return keys
+
+
+def search_variant(
     args: argparse.Namespace,
     fraction: float,
     seed: int,
     target: int,
-    uniform_yaml: str,
+    name: str,
 ) -> dict:
-    """Search, then retrain DMCP and uniform, for one budget and seed (only
-    subprocesses: safe to run in a thread)."""
+    """Search with one variant, then retrain its subnet (only subprocesses:
+    safe to run in a thread)."""
     import yaml
 
     root = osp.join(args.work_dir, f'budget{fraction:g}_seed{seed}')
+    key, _, search_dir, _ = arm_dirs(name)
+    search = osp.join(root, search_dir)
     run(
         args.supernet,
-        osp.join(root, 'search'),
-        search_opts(args, target, seed),
+        search,
+        search_opts(args, target, seed) + args.variants[name],
     )
-    dmcp_yaml = osp.join(root, 'search', 'DMCP_SUBNET_IMAGENET.yaml')
-    meta = yaml.safe_load(open(dmcp_yaml))['meta']
-    out = dict(
-        budget=fraction,
-        seed=seed,
-        target=target,
+    path = osp.join(search, 'DMCP_SUBNET_IMAGENET.yaml')
+    meta = yaml.safe_load(open(path))['meta']
+    work = osp.join(root, f'retrain_{key}')
+    run(SUBNET, work, retrain_opts(args, seed) + [f'model.subnet={path}'])
+    return dict(
+        yaml=path,
+        top1=last_top1(work),
         expected_flops=meta['expected_flops'],
         in_band=0.99 * target <= meta['expected_flops'] <= target,
         budget_fit=meta.get('budget_fit_scale', 1.0),
-        yamls=dict(dmcp=dmcp_yaml, uniform=uniform_yaml),
     )
-    for name in ('dmcp', 'uniform'):
-        work = osp.join(root, f'retrain_{name}')
-        run(
-            SUBNET,
-            work,
-            retrain_opts(args, seed) + [f'model.subnet={out["yamls"][name]}'],
-        )
-        out[name] = dict(top1=last_top1(work))
-    return out
 
 
-def matched_uniform_yamls(args: argparse.Namespace, results: list) -> None:
-    """For each search, the uniform-width network with the most FLOPs not
-    above the DMCP subnet's own FLOPs (built in the main thread)."""
-    for r in results:
-        root = osp.join(
-            args.work_dir, f'budget{r["budget"]:g}_seed{r["seed"]}'
-        )
-        folder = osp.join(root, 'matched')
-        os.makedirs(folder, exist_ok=True)
-        path = osp.join(folder, 'uniform.yaml')
-        if not osp.exists(path):
-            import yaml
-
-            flops = yaml.safe_load(open(r['yamls']['dmcp']))['meta']['flops']
-            write_reference_yamls(folder, flops)
-        r['yamls']['uniform_matched'] = path
-
-
-def retrain_matched(args: argparse.Namespace, r: dict) -> None:
-    """Retrain the matched uniform network (subprocess only)."""
-    root = osp.join(args.work_dir, f'budget{r["budget"]:g}_seed{r["seed"]}')
-    work = osp.join(root, 'retrain_uniform_matched')
+def retrain_uniform(
+    args: argparse.Namespace, fraction: float, seed: int, uniform_yaml: str
+) -> dict:
+    """Retrain the uniform network at the budget (subprocess only)."""
+    root = osp.join(args.work_dir, f'budget{fraction:g}_seed{seed}')
+    work = osp.join(root, 'retrain_uniform')
     run(
         SUBNET,
         work,
-        retrain_opts(args, r['seed'])
-        + [f'model.subnet={r["yamls"]["uniform_matched"]}'],
+        retrain_opts(args, seed) + [f'model.subnet={uniform_yaml}'],
     )
-    r['uniform_matched'] = dict(top1=last_top1(work))
+    return dict(yaml=uniform_yaml, top1=last_top1(work))
 
 
-def add_flops_and_params(results: list) -> None:
+def matched_uniform_yaml(args: argparse.Namespace, r: dict, name: str) -> str:
+    """The uniform-width network with the most FLOPs not above the variant's
+    DMCP subnet's own FLOPs (built in the main thread)."""
+    import yaml
+
+    key, _, _, folder = arm_dirs(name)
+    root = osp.join(args.work_dir, f'budget{r["budget"]:g}_seed{r["seed"]}')
+    folder = osp.join(root, folder)
+    os.makedirs(folder, exist_ok=True)
+    path = osp.join(folder, 'uniform.yaml')
+    if not osp.exists(path):
+        flops = yaml.safe_load(open(r[key]['yaml']))['meta']['flops']
+        write_reference_yamls(folder, flops)
+    return path
+
+
+def retrain_matched(
+    args: argparse.Namespace, r: dict, name: str, path: str
+) -> dict:
+    """Retrain a matched uniform network (subprocess only)."""
+    _, matched, _, _ = arm_dirs(name)
+    root = osp.join(args.work_dir, f'budget{r["budget"]:g}_seed{r["seed"]}')
+    work = osp.join(root, f'retrain_{matched}')
+    run(SUBNET, work, retrain_opts(args, r['seed']) + [f'model.subnet={path}'])
+    return dict(yaml=path, top1=last_top1(work))
+
+
+def add_flops_and_params(results: list, keys: List[str]) -> None:
     """FLOPs and params of each retrained network, from its yaml."""
     from mmengine.config import Config
     from mmengine.registry import DefaultScope
@@ -228,8 +295,8 @@ def add_flops_and_params(results: list) -> None:
     cache = {}
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         for r in results:
-            for name in ARMS:
-                path = r['yamls'][name]
+            for key in keys:
+                path = r[key]['yaml']
                 if path not in cache:
                     model = MODELS.build(dict(cfg.model, subnet=path))
                     cache[path] = (
@@ -240,20 +307,21 @@ def add_flops_and_params(results: list) -> None:
                         ),
                         count_params(model),
                     )
-                r[name]['flops'], r[name]['params'] = cache[path]
+                r[key]['flops'], r[key]['params'] = cache[path]
 
 
-def add_width_ratios(results: list, full_yaml: str) -> None:
+def add_width_ratios(results: list, keys: List[str], full_yaml: str) -> None:
     """Retained / full channels of every layer of each DMCP subnet: how far
     the search told the layers apart (a uniform network has one ratio)."""
     import yaml
 
     full = yaml.safe_load(open(full_yaml))['channels']
     for r in results:
-        channels = yaml.safe_load(open(r['yamls']['dmcp']))['channels']
-        ratios = [channels[k] / full[k] for k in channels]
-        r['dmcp']['width_ratio_min'] = min(ratios)
-        r['dmcp']['width_ratio_max'] = max(ratios)
+        for key in keys:
+            channels = yaml.safe_load(open(r[key]['yaml']))['channels']
+            ratios = [channels[k] / full[k] for k in channels]
+            r[key]['width_ratio_min'] = min(ratios)
+            r[key]['width_ratio_max'] = max(ratios)
 
 
 def alpha_optimizer(config: str) -> str:
@@ -270,33 +338,54 @@ def alpha_optimizer(config: str) -> str:
     return text
 
 
-def summarise(results: list, budgets: list) -> dict:
+def summarise(results: list, budgets: list, keys: List[str]) -> dict:
+    """Per budget and arm: top-1 mean and spread, FLOPs, params; for each
+    DMCP arm also the searches in band and the spread of retained widths."""
     summary = {}
     for b in budgets:
         rows = [r for r in results if r['budget'] == b]
-        entry = {}
-        for name in ARMS:
-            top1 = [r[name]['top1'] for r in rows]
-            entry[name] = dict(
+        entry = dict(target=rows[0]['target'], searches=len(rows))
+        for key in keys:
+            top1 = [r[key]['top1'] for r in rows]
+            entry[key] = dict(
                 top1_mean=sum(top1) / len(top1),
                 top1_min=min(top1),
                 top1_max=max(top1),
                 top1=top1,
-                flops=[r[name]['flops'] for r in rows],
-                params=[r[name]['params'] for r in rows],
+                flops=[r[key]['flops'] for r in rows],
+                params=[r[key]['params'] for r in rows],
             )
-        entry['dmcp']['width_ratio_min'] = min(
-            r['dmcp']['width_ratio_min'] for r in rows
-        )
-        entry['dmcp']['width_ratio_max'] = max(
-            r['dmcp']['width_ratio_max'] for r in rows
-        )
-        entry['searches_in_band'] = sum(r['in_band'] for r in rows)
-        entry['searches'] = len(rows)
-        entry['expected_flops'] = [r['expected_flops'] for r in rows]
-        entry['target'] = rows[0]['target']
+            if 'in_band' in rows[0][key]:
+                entry[key].update(
+                    searches_in_band=sum(r[key]['in_band'] for r in rows),
+                    expected_flops=[r[key]['expected_flops'] for r in rows],
+                    width_ratio_min=min(
+                        r[key]['width_ratio_min'] for r in rows
+                    ),
+                    width_ratio_max=max(
+                        r[key]['width_ratio_max'] for r in rows
+                    ),
+                )
         summary[f'{b:g}'] = entry
     return summary
+
+
+def row_labels(variants: Dict[str, List[str]]) -> List[Tuple[str, str]]:
+    """(result key, table label) of every row, in table order: each
+    variant's subnet, then the uniform network at its FLOPs (the first
+    variant's followed by the uniform network at the budget)."""
+    rows = []
+    for name, options in variants.items():
+        dmcp, matched, _, _ = arm_dirs(name)
+        which = 'DMCP' if name == 'dmcp' else f'DMCP {name!r}'
+        label = which + ' (Expected Sampling)'
+        if options:
+            label += ': ' + ', '.join(f'`{o}`' for o in options)
+        rows.append((dmcp, label))
+        if len(rows) == 1:
+            rows.append(('uniform', 'uniform width at the budget'))
+        rows.append((matched, f"uniform width at the {which} subnet's FLOPs"))
+    return rows
 
 
 def table(summary: dict, args: argparse.Namespace, minutes: float) -> str:
@@ -311,8 +400,8 @@ def table(summary: dict, args: argparse.Namespace, minutes: float) -> str:
         f'Search: {args.search_epochs} epochs ({args.search_epochs // 2} '
         f'warmup) on {args.search_subset} training images; retraining: '
         f'{args.retrain_epochs} epochs on {args.retrain_subset} images, the '
-        f'same schedule and seed for both; top-1 on the 10,000 test images; '
-        f'seeds {args.seeds}. Search config `{args.supernet}`, alpha '
+        f'same schedule and seed for every network; top-1 on the 10,000 test '
+        f'images; seeds {args.seeds}. Search config `{args.supernet}`, alpha '
         f'optimizer `{alpha_optimizer(args.supernet)}`.',
         '',
         '| budget | target | network | FLOPs | top-1 mean | top-1 min..max '
@@ -320,16 +409,12 @@ def table(summary: dict, args: argparse.Namespace, minutes: float) -> str:
         '| --- | ---: | --- | ---: | ---: | ---: | --- | --- |',
     ]
     for b, e in summary.items():
-        for name, label in (
-            ('dmcp', 'DMCP (Expected Sampling)'),
-            ('uniform', 'uniform width at the budget'),
-            ('uniform_matched', "uniform width at the DMCP subnet's FLOPs"),
-        ):
-            s = e[name]
+        for key, label in row_labels(args.variants):
+            s = e[key]
             flops = sum(s['flops']) / len(s['flops'])
             band = widths = ''
-            if name == 'dmcp':
-                band = f'{e["searches_in_band"]}/{e["searches"]} searches'
+            if 'searches_in_band' in s:
+                band = f'{s["searches_in_band"]}/{e["searches"]} searches'
                 widths = (
                     f'{s["width_ratio_min"]:.2f}..{s["width_ratio_max"]:.2f}'
                 )
@@ -357,19 +442,68 @@ def main() -> None:
         folder = osp.join(args.work_dir, f'budget{b:g}')
         os.makedirs(folder, exist_ok=True)
         uniform[b] = (target, write_reference_yamls(folder, target)['uniform'])
-    jobs = [(b, s) for b in args.budgets for s in args.seeds]
+    results = [
+        dict(budget=b, seed=s, target=uniform[b][0])
+        for b in args.budgets
+        for s in args.seeds
+    ]
     with ThreadPoolExecutor(args.jobs) as pool:
-        results = list(
-            pool.map(
-                lambda job: one_seed(args, job[0], job[1], *uniform[job[0]]),
-                jobs,
+        # every search first (the long runs), then the uniform retrainings
+        searches = [
+            (
+                r,
+                name,
+                pool.submit(
+                    search_variant,
+                    args,
+                    r['budget'],
+                    r['seed'],
+                    r['target'],
+                    name,
+                ),
             )
-        )
-        matched_uniform_yamls(args, results)
-        list(pool.map(lambda r: retrain_matched(args, r), results))
-    add_flops_and_params(results)
-    add_width_ratios(results, full)
-    summary = summarise(results, args.budgets)
+            for name in args.variants
+            for r in results
+        ]
+        uniforms = [
+            (
+                r,
+                pool.submit(
+                    retrain_uniform,
+                    args,
+                    r['budget'],
+                    r['seed'],
+                    uniform[r['budget']][1],
+                ),
+            )
+            for r in results
+        ]
+        for r, name, future in searches:
+            r[arm_dirs(name)[0]] = future.result()
+        for r, future in uniforms:
+            r['uniform'] = future.result()
+        matched = [
+            (
+                r,
+                name,
+                pool.submit(
+                    retrain_matched,
+                    args,
+                    r,
+                    name,
+                    matched_uniform_yaml(args, r, name),
+                ),
+            )
+            for r, name, _ in searches
+        ]
+        for r, name, future in matched:
+            r[arm_dirs(name)[1]] = future.result()
+    keys = arms(args.variants)
+    add_flops_and_params(results, keys)
+    add_width_ratios(
+        results, [arm_dirs(name)[0] for name in args.variants], full
+    )
+    summary = summarise(results, args.budgets, keys)
     text = table(summary, args, (time.time() - start) / 60)
     print(text)
     if args.out:
