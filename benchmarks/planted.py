@@ -13,7 +13,9 @@ the depthwise conv that shares its channels) in MobileNetV2):
 2. search alpha only (task loss + budget, no weight update), target = the
    FLOPs of the network with every S-unit at half width, from alpha near
    the full network (``alpha_init=3.0``), with ``--optimizer`` (default
-   Adam 0.3);
+   Adam 0.3), its batch norms using the batch's statistics (as in a
+   search, ``--bn-stats batch``) or the frozen network's running ones
+   (``--bn-stats running``);
 3. report the largest expected width ratio among the S-units (the issue
    asks <= 0.6), the smallest outside S (asks >= 0.9), and the training
    accuracy (batch statistics) of the planted network, of the Expected
@@ -71,6 +73,13 @@ def parse_args() -> argparse.Namespace:
         '--lr', type=float, default=0.3, help='(step length if normalised)'
     )
     parser.add_argument('--lambda-reg', type=float, default=0.1)
+    parser.add_argument(
+        '--bn-stats',
+        choices=('batch', 'running'),
+        default='batch',
+        help="batch norm statistics during the search: the batch's (as a "
+        "search trains) or the frozen network's running ones",
+    )
     parser.add_argument('--out', help='write the table here (Markdown)')
     return parser.parse_args()
 
@@ -108,7 +117,12 @@ def run(args: argparse.Namespace, backbone: str, seed: int) -> dict:
     )
     train_full(algo, x, y, seed=seed, planted=planted, **TRAIN[backbone])
     planted_acc = accuracy(algo, x, y, 'max')
+    # With batch statistics, a batch norm after each convolution undoes
+    # any common scale of its input channels, so the task loss feels only
+    # the shape of a unit's Markov profile, not its level.
+    algo.architecture.train(args.bn_stats == 'batch')
     search(algo, x, y, args.steps, args.optimizer, args.lr, record=False)
+    algo.architecture.train()
     m = algo.mutator
     with torch.no_grad():
         expected = m.expected_channels()
