@@ -129,6 +129,12 @@ def parse_args() -> argparse.Namespace:
         '--out', default=None, help='write the results as Markdown here'
     )
     args = parser.parse_args()
+    if args.retrain_epochs < 2:
+        # retrain_opts: the schedule's cosine part runs from epoch 1 on
+        parser.error(
+            '--retrain-epochs must be at least 2 (the first is '
+            "the retraining's learning-rate warmup)"
+        )
     specs = args.variant or [['dmcp']]
     if args.ablations:
         specs = specs + [

@@ -118,6 +118,14 @@ def test_ablations_add_one_named_variant_per_switch(monkeypatch):
     assert args.subnet == 'x.py' and list(args.variants) == ['dmcp']
 
 
+def test_one_retraining_epoch_is_refused_in_one_line(monkeypatch, capsys):
+    """The retraining's cosine part starts after its first epoch: one epoch
+    would leave it empty (mmengine: end should be larger than begin)."""
+    with pytest.raises(SystemExit):
+        parsed(monkeypatch, ['--retrain-epochs', '1'])
+    assert '--retrain-epochs must be at least 2' in capsys.readouterr().err
+
+
 def walk(cfg, prefix=''):
     """Every (dotted key, value) of a nested config."""
     if isinstance(cfg, dict):
