@@ -31,6 +31,30 @@ paper's literal budget loss against the default::
 A variant named ``dmcp`` (the default, with no options) keeps the work
 directory names of earlier runs, so their finished runs are reused.
 
+``--ablations`` adds one variant per ablation switch of
+docs/how_it_works.md ("Ablation switches"), after the ``--variant`` ones,
+each named after what it changes (``ablation_variants``; the results file
+says which paper table each row stands for): ``bernoulli`` (supplement D),
+``original_sandwich`` (Table 4), ``no_warmup`` (Table 3: every search epoch
+iterative, so the iterative phase doubles at the same length),
+``flops_only`` (Table 5, row 1: alpha on the budget loss alone, no weight
+update after warmup; the searched widths would be the same with weight
+updates, which reach alpha only through the task loss),
+``no_weight_update`` (Table 5, row 2), ``inplace_distill`` (the official
+code) and ``label_smooth`` (label smoothing 0.1 in the search, the official
+MobileNetV2 setting; the retraining is the same for every row).
+``--supernet`` and ``--subnet`` choose the search and retraining configs
+(both default to the demo's); the uniform and full networks are cut from
+``--supernet``. Issue 14, part 4 (MobileNetV2 at 15% of its FLOPs)::
+
+    C=configs/pruning/dmcp
+    python benchmarks/search_quality.py \
+        --supernet $C/dmcp_mobilenet-v2_supernet_fashion-mnist.py \
+        --subnet $C/dmcp_mobilenet-v2_subnet_fashion-mnist.py \
+        --budgets 0.15 --ablations \
+        --work-dir work_dirs/search_quality_mobilenet-v2 \
+        --out benchmarks/results/search_quality_mobilenet-v2.md --json
+
 The search and retraining schedules are shortened to fit a CPU (see the
 options); runs go two at a time, one thread each.
 """
@@ -68,6 +92,11 @@ def parse_args() -> argparse.Namespace:
         help="search config (default: the demo's)",
     )
     parser.add_argument(
+        '--subnet',
+        default=SUBNET,
+        help="retraining config of the same network (default: the demo's)",
+    )
+    parser.add_argument(
         '--budgets',
         type=float,
         nargs='+',
@@ -90,13 +119,77 @@ def parse_args() -> argparse.Namespace:
         help='a search setting: a name, then --cfg-options for the search '
         "(repeatable; default: one variant 'dmcp' with the config as is)",
     )
+    parser.add_argument(
+        '--ablations',
+        action='store_true',
+        help='add one variant per ablation switch (after the --variant ones)',
+    )
     parser.add_argument('--json', action='store_true')
     parser.add_argument(
         '--out', default=None, help='write the results as Markdown here'
     )
     args = parser.parse_args()
-    args.variants = parse_variants(args.variant or [['dmcp']])
+    if args.retrain_epochs < 2:
+        # retrain_opts: the schedule's cosine part runs from epoch 1 on
+        parser.error(
+            '--retrain-epochs must be at least 2 (the first is '
+            "the retraining's learning-rate warmup)"
+        )
+    specs = args.variant or [['dmcp']]
+    if args.ablations:
+        specs = specs + [
+            [name] + options
+            for name, options in ablation_variants(args.search_epochs).items()
+        ]
+    args.variants = parse_variants(specs)
     return args
+
+
+# name -> the paper's experiment it stands for (docs/how_it_works.md)
+ABLATION_PAPER = {
+    'bernoulli': 'supplement D (Bernoulli instead of Markov)',
+    'original_sandwich': 'Table 4 (original sandwich rule)',
+    'no_warmup': 'Table 3 (no warmup, iterative phase doubled)',
+    'flops_only': 'Table 5, row 1 (FLOPs loss only, no weight update)',
+    'no_weight_update': 'Table 5, row 2 (no weight update after warmup)',
+    'inplace_distill': 'official code (in-place distillation, KL, T = 1)',
+    'label_smooth': 'official MobileNetV2 code (label smoothing 0.1)',
+}
+
+
+def ablation_variants(search_epochs: int) -> Dict[str, List[str]]:
+    """One search variant per ablation switch: name -> cfg-options.
+
+    They come after :func:`search_opts` on the command line, so they
+    override it; ``no_warmup`` therefore restates the alpha schedule that
+    ``search_opts`` starts after warmup: from epoch 0 over every epoch.
+
+    Args:
+        search_epochs (int): ``--search-epochs``.
+
+    Returns:
+        dict: In the order of :data:`ABLATION_PAPER`.
+    """
+    return {
+        'bernoulli': ['model.mutator.channel_unit_cfg.process=bernoulli'],
+        'original_sandwich': ['model.sandwich=original'],
+        'no_warmup': [
+            'train_cfg.warmup_epochs=0',
+            'param_scheduler.mutator.0.begin=0',
+            f'param_scheduler.mutator.0.T_max={search_epochs}',
+            f'param_scheduler.mutator.0.end={search_epochs}',
+        ],
+        'flops_only': [
+            'model.arch_loss=flops_only',
+            'model.update_weights_after_warmup=False',
+        ],
+        'no_weight_update': ['model.update_weights_after_warmup=False'],
+        'inplace_distill': ['model.distill=inplace'],
+        'label_smooth': [
+            'model.architecture.head.loss.type=LabelSmoothLoss',
+            'model.architecture.head.loss.label_smooth_val=0.1',
+        ],
+    }
 
 
 def parse_variants(specs: list) -> Dict[str, List[str]]:
@@ -232,7 +325,7 @@ def search_variant(
     path = osp.join(search, 'DMCP_SUBNET_IMAGENET.yaml')
     meta = yaml.safe_load(open(path))['meta']
     work = osp.join(root, f'retrain_{key}')
-    run(SUBNET, work, retrain_opts(args, seed) + [f'model.subnet={path}'])
+    run(args.subnet, work, retrain_opts(args, seed) + [f'model.subnet={path}'])
     return dict(
         yaml=path,
         top1=last_top1(work),
@@ -249,7 +342,7 @@ def retrain_uniform(
     root = osp.join(args.work_dir, f'budget{fraction:g}_seed{seed}')
     work = osp.join(root, 'retrain_uniform')
     run(
-        SUBNET,
+        args.subnet,
         work,
         retrain_opts(args, seed) + [f'model.subnet={uniform_yaml}'],
     )
@@ -268,7 +361,7 @@ def matched_uniform_yaml(args: argparse.Namespace, r: dict, name: str) -> str:
     path = osp.join(folder, 'uniform.yaml')
     if not osp.exists(path):
         flops = yaml.safe_load(open(r[key]['yaml']))['meta']['flops']
-        write_reference_yamls(folder, flops)
+        write_reference_yamls(folder, flops, args.supernet)
     return path
 
 
@@ -279,19 +372,26 @@ def retrain_matched(
     _, matched, _, _ = arm_dirs(name)
     root = osp.join(args.work_dir, f'budget{r["budget"]:g}_seed{r["seed"]}')
     work = osp.join(root, f'retrain_{matched}')
-    run(SUBNET, work, retrain_opts(args, r['seed']) + [f'model.subnet={path}'])
+    run(
+        args.subnet,
+        work,
+        retrain_opts(args, r['seed']) + [f'model.subnet={path}'],
+    )
     return dict(yaml=path, top1=last_top1(work))
 
 
-def add_flops_and_params(results: list, keys: List[str]) -> None:
-    """FLOPs and params of each retrained network, from its yaml."""
+def add_flops_and_params(
+    results: list, keys: List[str], subnet: str = SUBNET
+) -> None:
+    """FLOPs and params of each retrained network, from its yaml, built by
+    the retraining config ``subnet``."""
     from mmengine.config import Config
     from mmengine.registry import DefaultScope
 
     from projects.dmcp.models.flops import count_flops, count_params
     from projects.dmcp.registry import MODELS
 
-    cfg = Config.fromfile(osp.join(REPO, SUBNET))
+    cfg = Config.fromfile(osp.join(REPO, subnet))
     cache = {}
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         for r in results:
@@ -424,7 +524,20 @@ def table(summary: dict, args: argparse.Namespace, minutes: float) -> str:
                 f'{s["top1_min"]:.2f}..{s["top1_max"]:.2f} | {band} | '
                 f'{widths} |'
             )
+    lines += ablation_notes(args.variants)
     return '\n'.join(lines)
+
+
+def ablation_notes(variants: Dict[str, List[str]]) -> List[str]:
+    """Lines under the table naming the paper experiment of each ablation
+    row (none without ablation variants)."""
+    names = [name for name in variants if name in ABLATION_PAPER]
+    if not names:
+        return []
+    lines = ['', "Ablation rows and the paper's experiments they repeat:", '']
+    for name in names:
+        lines.append(f'- `{name}`: {ABLATION_PAPER[name]}')
+    return lines
 
 
 def main() -> None:
@@ -434,14 +547,15 @@ def main() -> None:
     args.work_dir = osp.abspath(args.work_dir)
     import yaml
 
-    full = write_reference_yamls(args.work_dir, None)['full']
+    full = write_reference_yamls(args.work_dir, None, args.supernet)['full']
     full_flops = yaml.safe_load(open(full))['meta']['flops']
     uniform = {}
     for b in args.budgets:
         target = int(full_flops * b)
         folder = osp.join(args.work_dir, f'budget{b:g}')
         os.makedirs(folder, exist_ok=True)
-        uniform[b] = (target, write_reference_yamls(folder, target)['uniform'])
+        yamls = write_reference_yamls(folder, target, args.supernet)
+        uniform[b] = (target, yamls['uniform'])
     results = [
         dict(budget=b, seed=s, target=uniform[b][0])
         for b in args.budgets
@@ -499,7 +613,7 @@ def main() -> None:
         for r, name, future in matched:
             r[arm_dirs(name)[1]] = future.result()
     keys = arms(args.variants)
-    add_flops_and_params(results, keys)
+    add_flops_and_params(results, keys, args.subnet)
     add_width_ratios(
         results, [arm_dirs(name)[0] for name in args.variants], full
     )

@@ -168,15 +168,28 @@ def train(
     return seconds
 
 
-def write_reference_yamls(work_dir: str, target) -> dict:
-    """The uniform-width and the full network as subnet yamls."""
+def write_reference_yamls(
+    work_dir: str, target, supernet: str = SUPERNET
+) -> dict:
+    """The uniform-width and the full network as subnet yamls.
+
+    Args:
+        work_dir (str): Folder of ``uniform.yaml`` and ``full.yaml``.
+        target (int | str, optional): FLOPs budget of the uniform network;
+            None for the supernet config's own target.
+        supernet (str): The search config whose supernet they cut. Defaults
+            to the demo's.
+
+    Returns:
+        dict: ``{'uniform': path, 'full': path}``.
+    """
     from mmengine.config import Config
     from mmengine.registry import DefaultScope
 
     from projects.dmcp.models.subnet_file import dump_subnet
     from projects.dmcp.registry import MODELS
 
-    cfg = Config.fromfile(osp.join(REPO, SUPERNET))
+    cfg = Config.fromfile(osp.join(REPO, supernet))
     if target is not None:
         cfg.model.target_flops = target
     with DefaultScope.overwrite_default_scope('mmpretrain'):
@@ -198,7 +211,7 @@ def write_reference_yamls(work_dir: str, target) -> dict:
                 target_flops=int(algo.target_flops),
                 flops=mutator.subnet_flops(choices),
                 input_shape=list(algo.input_shape),
-                supernet=SUPERNET,
+                supernet=supernet,
             ),
         )
         paths[name] = path

@@ -56,3 +56,155 @@ def test_variants_keep_the_old_names_and_add_their_own():
 def test_bad_variants_are_refused_in_one_line(specs, message):
     with pytest.raises(SystemExit, match=message):
         parse_variants(specs)
+
+
+# ----------------------------------------------------------- --ablations
+MBV2 = 'configs/pruning/dmcp/dmcp_mobilenet-v2_supernet_fashion-mnist.py'
+SEARCH_EPOCHS = 4
+# name -> the built algorithm's settings that differ from the paper's method
+# (Markov process, variant sandwich, Eq. 15, weight updates, no
+# distillation, cross entropy), and its warmup epochs
+EXPECTED = {
+    'dmcp': ({}, SEARCH_EPOCHS // 2),
+    'bernoulli': ({'process': 'bernoulli'}, SEARCH_EPOCHS // 2),
+    'original_sandwich': ({'sandwich': 'original'}, SEARCH_EPOCHS // 2),
+    'no_warmup': ({}, 0),
+    'flops_only': (
+        {'arch_loss': 'flops_only', 'update_weights_after_warmup': False},
+        SEARCH_EPOCHS // 2,
+    ),
+    'no_weight_update': (
+        {'update_weights_after_warmup': False},
+        SEARCH_EPOCHS // 2,
+    ),
+    'inplace_distill': ({'distill': 'inplace'}, SEARCH_EPOCHS // 2),
+    'label_smooth': ({'loss': 'LabelSmoothLoss'}, SEARCH_EPOCHS // 2),
+}
+
+
+def parsed(monkeypatch, argv: list):
+    """``search_quality.parse_args`` on ``argv``."""
+    import sys
+
+    from benchmarks import search_quality
+
+    monkeypatch.setattr(sys, 'argv', ['search_quality.py'] + argv)
+    return search_quality.parse_args()
+
+
+def test_ablations_add_one_named_variant_per_switch(monkeypatch):
+    from benchmarks.search_quality import ABLATION_PAPER, ablation_notes
+
+    args = parsed(monkeypatch, ['--ablations', '--search-epochs', '4'])
+    assert list(args.variants) == list(EXPECTED)
+    assert args.variants['dmcp'] == []
+    assert list(ABLATION_PAPER) == list(EXPECTED)[1:]
+    notes = '\n'.join(ablation_notes(args.variants))
+    for name, paper in [
+        ('bernoulli', 'supplement D'),
+        ('original_sandwich', 'Table 4'),
+        ('no_warmup', 'Table 3'),
+        ('flops_only', 'Table 5, row 1'),
+        ('no_weight_update', 'Table 5, row 2'),
+    ]:
+        assert f'- `{name}`: {paper}' in notes
+    assert ablation_notes({'dmcp': []}) == []
+    # after the --variant ones; a clash of names is refused
+    args = parsed(monkeypatch, ['--ablations', '--variant', 'paper', 'a=1'])
+    assert list(args.variants)[:2] == ['paper', 'bernoulli']
+    with pytest.raises(SystemExit, match='repeated name'):
+        parsed(monkeypatch, ['--ablations', '--variant', 'no_warmup'])
+    args = parsed(monkeypatch, ['--subnet', 'x.py'])
+    assert args.subnet == 'x.py' and list(args.variants) == ['dmcp']
+
+
+def test_one_retraining_epoch_is_refused_in_one_line(monkeypatch, capsys):
+    """The retraining's cosine part starts after its first epoch: one epoch
+    would leave it empty (mmengine: end should be larger than begin)."""
+    with pytest.raises(SystemExit):
+        parsed(monkeypatch, ['--retrain-epochs', '1'])
+    assert '--retrain-epochs must be at least 2' in capsys.readouterr().err
+
+
+def walk(cfg, prefix=''):
+    """Every (dotted key, value) of a nested config."""
+    if isinstance(cfg, dict):
+        for k, v in cfg.items():
+            yield from walk(v, f'{prefix}{k}.')
+    elif isinstance(cfg, (list, tuple)):
+        for i, v in enumerate(cfg):
+            yield from walk(v, f'{prefix}{i}.')
+    else:
+        yield prefix[:-1], cfg
+
+
+@pytest.mark.parametrize('name', list(EXPECTED))
+def test_ablation_options_give_the_ablation(monkeypatch, tmp_path, name):
+    """The search's options (``search_opts`` then the variant's), merged into
+    the MobileNetV2 search config by tools/train.py, build an algorithm with
+    the ablation's settings and nothing else changed; no_warmup has no
+    warmup left anywhere and its alpha schedule spans the whole search."""
+    import importlib.util
+
+    from mmengine.config import Config
+    from mmengine.registry import DefaultScope
+
+    from benchmarks.search_quality import search_opts
+    from projects.dmcp.registry import MODELS
+    from tests.helpers import REPO_ROOT
+
+    args = parsed(
+        monkeypatch, ['--ablations', '--search-epochs', str(SEARCH_EPOCHS)]
+    )
+    options = search_opts(args, 1_000_000, 0) + args.variants[name]
+    spec = importlib.util.spec_from_file_location(
+        'dmcp_tool_train', REPO_ROOT / 'tools' / 'train.py'
+    )
+    train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train)
+    monkeypatch.setenv('LOCAL_RANK', '0')  # parse_args sets it: restored
+    config = str(REPO_ROOT / MBV2)
+    cli = train.parse_args(
+        [config, '--work-dir', str(tmp_path), '--cfg-options'] + options
+    )
+    cfg = train.merge_args(Config.fromfile(config), cli)
+
+    settings, warmup = EXPECTED[name]
+    assert cfg.train_cfg.max_epochs == SEARCH_EPOCHS
+    assert cfg.train_cfg.warmup_epochs == warmup
+    (alpha_schedule,) = cfg.param_scheduler.mutator
+    assert alpha_schedule.begin == warmup
+    assert alpha_schedule.end == SEARCH_EPOCHS
+    assert alpha_schedule.T_max == SEARCH_EPOCHS - warmup
+    if name == 'no_warmup':  # in what the runner builds (the top-level
+        # variable `warmup_epochs` of the config file is read by nothing)
+        built = {k: cfg[k] for k in ('model', 'train_cfg', 'custom_hooks')}
+        warmups = [(k, v) for k, v in walk(built) if 'warmup' in k.lower()]
+        assert warmups == [('train_cfg.warmup_epochs', 0)]
+
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        algo = MODELS.build(cfg.model)
+    assert algo.target_flops == 1_000_000
+    processes = {unit.process for unit in algo.mutator.units}
+    loss = type(algo.architecture.head.loss_module).__name__
+    built = dict(
+        process=processes.pop() if len(processes) == 1 else processes,
+        sandwich=algo.sandwich,
+        arch_loss=algo.arch_loss,
+        update_weights_after_warmup=algo.update_weights_after_warmup,
+        distill=algo.distill,
+        loss=loss,
+    )
+    assert built == dict(
+        dict(
+            process='markov',
+            sandwich='variant',
+            arch_loss='full',
+            update_weights_after_warmup=True,
+            distill='none',
+            loss='CrossEntropyLoss',
+        ),
+        **settings,
+    )
+    if name == 'label_smooth':
+        assert algo.architecture.head.loss_module.label_smooth_val == 0.1
