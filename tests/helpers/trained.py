@@ -260,8 +260,14 @@ def search(
     kind: str = 'adam',
     lr: float = 0.1,
     record: bool = True,
+    running_stats: bool = False,
 ) -> List[Tuple[float, float]]:
     """Architecture steps on batches of 64 drawn from ``(x, y)``.
+
+    With batch statistics (as a search trains), the batch norm after each
+    convolution undoes any common scale of its input channels, so the task
+    loss feels only the shape of a unit's Markov profile, not its level;
+    with the frozen network's running statistics it feels both.
 
     Args:
         algo (DMCP): The algorithm (frozen weights).
@@ -272,6 +278,10 @@ def search(
             ``'adam'``.
         lr (float): Its learning rate. Defaults to 0.1.
         record (bool): Whether to record the trace. Defaults to True.
+        running_stats (bool): Whether the batch norms use the network's
+            running statistics during the steps (eval mode) instead of the
+            batch's; the network is back in train mode afterwards.
+            Defaults to False.
 
     Returns:
         list[tuple[float, float]]: After each step, ``(E[FLOPs] / full,
@@ -282,7 +292,9 @@ def search(
     trace = []
     for _ in range(steps):
         idx = torch.randint(0, len(x), (64,), generator=g)
+        algo.architecture.train(not running_stats)
         algo.train_step(batch(x, y, idx), optim, update_arch=True)
+        algo.architecture.train()
         if not record:
             continue
         with torch.no_grad():
