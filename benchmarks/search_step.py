@@ -9,8 +9,13 @@ mmrazor's stage 1 and the stage-1 limit (which goes first rotates from one
 iteration to the next), the plain training step, then our stage 2,
 mmrazor's stage 2 and the stage-2 limit (again rotating). The first
 ``--warmup`` iterations are
-not timed; each figure is the median over ``--iters`` timed iterations
-(``time.perf_counter`` around the one call named below).
+not timed; each time is the median over ``--iters`` timed iterations
+(``time.perf_counter`` around the one call named below). Each ratio (ours
+over mmrazor, ours or mmrazor over a limit) is the median of the ratios of
+the two arms *in the same iteration*, with the quartiles beside it (in the
+JSON, ``ratio_quartiles``; the ratio of the two medians is kept as
+``ratio_of_medians``): the two ran on the same subnets one right after the
+other, while the subnets' size changes from iteration to iteration.
 
 What is timed
 -------------
@@ -112,7 +117,10 @@ limits, the plain classifier) in a fresh subprocess of this script that
 builds only that arm and runs ``--memory-iters`` iterations of stage 1 +
 stage 2 (the limits: the four pruned subnets' stage 1 then the frozen
 network's stage 2, one iteration's pruned subnets alive at a time; plain:
-plain steps). Peak RSS is the process's ``VmHWM`` from
+plain steps), ``--memory-jobs`` at a time with ``--memory-threads`` threads
+each (default two at a time, one thread each: the two cores, not shared),
+while the main process builds its first models, all finished before any
+timing. Peak RSS is the process's ``VmHWM`` from
 ``/proc/self/status`` (the kernel's high-water mark of this address space;
 ``ru_maxrss`` of a child can inherit its parent's peak across fork/exec). The
 increment over the RSS right after the imports is reported too. In its
@@ -126,7 +134,7 @@ lr 0.001, momentum 0.9, no weight decay for the architecture parameters
 iterations on the fixed random batch).
 
 Settings: ``--input-size 160`` is the headline setting (ImageNet-like
-resolution, where a layer's cost follows its width; 10.5 minutes on this
+resolution, where a layer's cost follows its width; 9.8 minutes on this
 machine's 2 cores on 2026-12-03); the default 64 is the quick one (a minute
 or two), where a CPU layer costs about the same at any width. Both at
 batch 32, 10 timed iterations after 2 warm-up ones.
@@ -572,6 +580,37 @@ def limit_stage1(full, full_optim, nets, batch) -> None:
     full_optim.zero_grad()
 
 
+def paired_ratio(num: List[float], den: List[float]) -> Dict[str, float]:
+    """The median and quartiles of ``num[i] / den[i]`` over iterations.
+
+    The two arms of a ratio run on the same random subnets in the same
+    iteration, one right after the other, and the subnets' size changes
+    from one iteration to the next (a Direct Sample keeps 10-50% of the
+    FLOPs). A per-iteration ratio cancels that, and a drift of the
+    machine's speed, where the ratio of two medians, taken over different
+    iterations, does not.
+
+    Args:
+        num (List[float]): Times of the numerator's arm, one per iteration.
+        den (List[float]): Times of the denominator's arm, same iterations.
+
+    Returns:
+        Dict[str, float]: ``median``, ``q1`` and ``q3`` of the ratios (the
+        quartiles by ``statistics.quantiles``, inclusive; all three equal
+        for a single iteration).
+    """
+    if len(num) != len(den) or not num:
+        raise ValueError(
+            f'paired_ratio needs equal, non-empty lists: {len(num)} and '
+            f'{len(den)} times'
+        )
+    ratios = [a / b for a, b in zip(num, den)]
+    if len(ratios) == 1:
+        return dict(median=ratios[0], q1=ratios[0], q3=ratios[0])
+    q1, _, q3 = statistics.quantiles(ratios, n=4, method='inclusive')
+    return dict(median=statistics.median(ratios), q1=q1, q3=q3)
+
+
 def timed(fn: Callable, *args) -> float:
     t0 = time.perf_counter()
     fn(*args)
@@ -679,7 +718,7 @@ def memory_commands(args) -> Dict[tuple, list]:
                 '--memory-iters',
                 str(args.memory_iters),
                 '--threads',
-                str(args.threads),
+                str(args.memory_threads),
             ]
     return cmds
 
@@ -913,6 +952,17 @@ def bench_backbone(args, built: dict, log: Callable) -> dict:
         )
 
     med = {k: statistics.median(v) for k, v in times.items()}
+    ratios = {
+        name: paired_ratio(times[a], times[b])
+        for name, a, b in (
+            ('stage1_ratio', 'ours_s1', 'razor_s1'),
+            ('stage2_ratio', 'ours_s2', 'razor_s2'),
+            ('overhead_stage1', 'ours_s1', 'limit_s1'),
+            ('overhead_stage2', 'ours_s2', 'limit_s2'),
+            ('mmrazor_overhead_stage1', 'razor_s1', 'limit_s1'),
+            ('mmrazor_overhead_stage2', 'razor_s2', 'limit_s2'),
+        )
+    }
     full = ours.full_flops
     tags = list(subnet_flops[0])
     share = {
@@ -937,19 +987,26 @@ def bench_backbone(args, built: dict, log: Callable) -> dict:
         plain_step_s=med['plain'],
         ours_stage1_s=med['ours_s1'],
         mmrazor_stage1_s=med['razor_s1'],
-        stage1_ratio=med['ours_s1'] / med['razor_s1'],
+        stage1_ratio=ratios['stage1_ratio']['median'],
         ours_stage2_s=med['ours_s2'],
         mmrazor_stage2_s=med['razor_s2'],
-        stage2_ratio=med['ours_s2'] / med['razor_s2'],
+        stage2_ratio=ratios['stage2_ratio']['median'],
         limit_stage1_s=med['limit_s1'],
         limit_stage2_s=med['limit_s2'],
         limit_subnet_flops_sum_over_full=statistics.mean(limit_flops) / full,
-        overhead_stage1=med['ours_s1'] / med['limit_s1'],
-        overhead_stage2=med['ours_s2'] / med['limit_s2'],
-        mmrazor_overhead_stage1=med['razor_s1'] / med['limit_s1'],
-        mmrazor_overhead_stage2=med['razor_s2'] / med['limit_s2'],
+        overhead_stage1=ratios['overhead_stage1']['median'],
+        overhead_stage2=ratios['overhead_stage2']['median'],
+        mmrazor_overhead_stage1=ratios['mmrazor_overhead_stage1']['median'],
+        mmrazor_overhead_stage2=ratios['mmrazor_overhead_stage2']['median'],
         efficiency=med['plain'] * flops_sum / med['ours_s1'],
         mmrazor_efficiency=med['plain'] * razor_sum / med['razor_s1'],
+        ratio_quartiles={k: (v['q1'], v['q3']) for k, v in ratios.items()},
+        ratio_of_medians={
+            'stage1_ratio': med['ours_s1'] / med['razor_s1'],
+            'stage2_ratio': med['ours_s2'] / med['razor_s2'],
+            'overhead_stage1': med['ours_s1'] / med['limit_s1'],
+            'overhead_stage2': med['ours_s2'] / med['limit_s2'],
+        },
         best_s={k: min(v) for k, v in times.items()},
         times_s={k: v for k, v in times.items()},
     )
@@ -979,6 +1036,13 @@ def parse_args(argv=None):
         type=int,
         default=2,
         help='iterations each peak-memory subprocess runs',
+    )
+    p.add_argument(
+        '--memory-threads',
+        type=int,
+        default=1,
+        help='threads of each peak-memory subprocess (with --memory-jobs 2 '
+        'on 2 cores, one each, so that they do not share a core)',
     )
     p.add_argument(
         '--memory-jobs',
@@ -1064,6 +1128,8 @@ def main(argv=None) -> int:
                 iters=args.iters,
                 warmup=args.warmup,
                 threads=args.threads,
+                memory_threads=args.memory_threads,
+                memory_iters=args.memory_iters,
                 num_groups=args.num_groups,
                 same_subnets=not args.own_sampling,
                 shared_shapes=args.shared_shapes,
@@ -1078,6 +1144,16 @@ def main(argv=None) -> int:
 
 def _public(r: dict) -> dict:
     return {k: v for k, v in r.items() if k != 'times_s'}
+
+
+def _cell(result: dict, key: str, fmt: str) -> str:
+    """One figure of the table; a ratio with its quartiles over the
+    iterations, ``median [q1, q3]``."""
+    text = fmt.format(result[key])
+    if key in result['ratio_quartiles']:
+        q1, q3 = result['ratio_quartiles'][key]
+        text += f' [{q1:.2f}, {q3:.2f}]'
+    return text
 
 
 def print_report(args, results: dict, wall: float) -> None:
@@ -1116,7 +1192,7 @@ def print_report(args, results: dict, wall: float) -> None:
         ('efficiency', 'efficiency ours', '{:.2f}'),
         ('mmrazor_efficiency', 'efficiency mmrazor', '{:.2f}'),
     ):
-        row(label, *(fmt.format(results[n][key]) for n in names))
+        row(label, *(_cell(results[n], key, fmt) for n in names))
     row(
         'subnet FLOPs share',
         *(
@@ -1151,7 +1227,8 @@ def print_report(args, results: dict, wall: float) -> None:
         f'DMCP search step, ours vs mmrazor 1.0.0: input '
         f'{args.input_size}x{args.input_size}, batch {args.batch_size}, '
         f'{args.threads} threads, median of {args.iters} iterations after '
-        f'{args.warmup} warm-up; '
+        f'{args.warmup} warm-up (ratios: median [quartiles] of the '
+        'per-iteration ratios); '
         + (
             'each draws its own subnets'
             if args.own_sampling

@@ -72,3 +72,21 @@ def test_search_step_benchmark_json(tmp_path):
     assert detail['limit_subnet_flops_sum_over_full'] == pytest.approx(
         detail['subnet_flops_sum_over_full'], rel=0.05
     )
+
+
+def test_paired_ratio_is_the_median_of_per_iteration_ratios():
+    from benchmarks.search_step import paired_ratio
+
+    # the subnets' size changes per iteration; ours is 10% over the
+    # limit in every iteration, which the ratio of medians would miss
+    limit = [1.0, 4.0, 2.0, 3.0, 9.0]
+    ours = [1.1, 4.4, 2.2, 3.3, 9.9]
+    ours[1] = 2.0  # one noisy iteration
+    r = paired_ratio(ours, limit)
+    assert r['median'] == pytest.approx(1.1)
+    assert r['q1'] <= r['median'] <= r['q3']
+    assert r['q1'] == pytest.approx(1.1) and r['q3'] == pytest.approx(1.1)
+    single = paired_ratio([2.0], [4.0])
+    assert single == dict(median=0.5, q1=0.5, q3=0.5)
+    with pytest.raises(ValueError, match='equal, non-empty'):
+        paired_ratio([1.0, 2.0], [1.0])
