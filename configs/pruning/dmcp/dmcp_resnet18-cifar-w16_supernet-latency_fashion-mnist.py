@@ -24,4 +24,7 @@ model = dict(
     'latency_table_fashion-mnist_resnet18-cifar-w16.yaml',
     target_latency=3.6,  # ms, in the table's terms
     target_flops=None,  # the FLOPs budget's key: unused here
+    # benchmarks/results/latency_budget.md was measured with this form;
+    # the FLOPs config above moved to 'paper' after it, untried here
+    budget_mode='bounded',
 )
