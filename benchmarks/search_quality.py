@@ -47,7 +47,8 @@ MobileNetV2 setting; the retraining is the same for every row).
 (both default to the demo's); the uniform and full networks are cut from
 ``--supernet``. Issue 14, part 4 (MobileNetV2 at 15% of its FLOPs; its
 search takes about 2.5 s per iteration at 56x56 with two at a time, so the
-24 searches search on 10,000 images to fit about 4 hours)::
+24 searches use 10,000 images: about 4 hours of searching, then the
+retrainings)::
 
     C=configs/pruning/dmcp
     python benchmarks/search_quality.py \
