@@ -193,6 +193,15 @@ BACKBONES = {
 }
 NUM_CLASSES = 1000
 LR = 0.001
+#: Every reported ratio: (name, numerator's arm, denominator's arm).
+RATIOS = (
+    ('stage1_ratio', 'ours_s1', 'razor_s1'),
+    ('stage2_ratio', 'ours_s2', 'razor_s2'),
+    ('overhead_stage1', 'ours_s1', 'limit_s1'),
+    ('overhead_stage2', 'ours_s2', 'limit_s2'),
+    ('mmrazor_overhead_stage1', 'razor_s1', 'limit_s1'),
+    ('mmrazor_overhead_stage2', 'razor_s2', 'limit_s2'),
+)
 #: What the peak-memory subprocesses run, one each (see the docstring).
 MEMORY_ARMS = ('ours', 'mmrazor', 'limit', 'plain')
 
@@ -952,17 +961,7 @@ def bench_backbone(args, built: dict, log: Callable) -> dict:
         )
 
     med = {k: statistics.median(v) for k, v in times.items()}
-    ratios = {
-        name: paired_ratio(times[a], times[b])
-        for name, a, b in (
-            ('stage1_ratio', 'ours_s1', 'razor_s1'),
-            ('stage2_ratio', 'ours_s2', 'razor_s2'),
-            ('overhead_stage1', 'ours_s1', 'limit_s1'),
-            ('overhead_stage2', 'ours_s2', 'limit_s2'),
-            ('mmrazor_overhead_stage1', 'razor_s1', 'limit_s1'),
-            ('mmrazor_overhead_stage2', 'razor_s2', 'limit_s2'),
-        )
-    }
+    ratios = {name: paired_ratio(times[a], times[b]) for name, a, b in RATIOS}
     full = ours.full_flops
     tags = list(subnet_flops[0])
     share = {
@@ -1001,12 +1000,7 @@ def bench_backbone(args, built: dict, log: Callable) -> dict:
         efficiency=med['plain'] * flops_sum / med['ours_s1'],
         mmrazor_efficiency=med['plain'] * razor_sum / med['razor_s1'],
         ratio_quartiles={k: (v['q1'], v['q3']) for k, v in ratios.items()},
-        ratio_of_medians={
-            'stage1_ratio': med['ours_s1'] / med['razor_s1'],
-            'stage2_ratio': med['ours_s2'] / med['razor_s2'],
-            'overhead_stage1': med['ours_s1'] / med['limit_s1'],
-            'overhead_stage2': med['ours_s2'] / med['limit_s2'],
-        },
+        ratio_of_medians={name: med[a] / med[b] for name, a, b in RATIOS},
         best_s={k: min(v) for k, v in times.items()},
         times_s={k: v for k, v in times.items()},
     )
