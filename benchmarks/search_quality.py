@@ -45,10 +45,14 @@ code) and ``label_smooth`` (label smoothing 0.1 in the search, the official
 MobileNetV2 setting; the retraining is the same for every row).
 ``--supernet`` and ``--subnet`` choose the search and retraining configs
 (both default to the demo's); the uniform and full networks are cut from
-``--supernet``. Issue 14, part 4 (MobileNetV2 at 15% of its FLOPs; its
-search takes about 2.5 s per iteration at 56x56 with two at a time, so the
-24 searches use 10,000 images: about 4 hours of searching, then the
-retrainings)::
+``--supernet``. ``--records FILE`` keeps what each finished run left (a
+search's yaml, a retraining's top-1) in a JSON-lines file that outlives the
+work directory: a later call with that file, in a new clone or on another
+machine, restores those runs instead of rerunning them (see
+:class:`RunRecords`). Issue 14, part 4 (MobileNetV2 at 15% of its FLOPs;
+24 searches on 10,000 images, about 11 min each with two at a time, then
+the retrainings; longer than one stay on a machine, so its runs are kept in
+the results folder)::
 
     C=configs/pruning/dmcp
     python benchmarks/search_quality.py \
@@ -56,6 +60,7 @@ retrainings)::
         --subnet $C/dmcp_mobilenet-v2_subnet_fashion-mnist.py \
         --budgets 0.15 --ablations --search-subset 10000 \
         --work-dir work_dirs/search_quality_mobilenet-v2 \
+        --records benchmarks/results/search_quality_mobilenet-v2_runs.jsonl \
         --out benchmarks/results/search_quality_mobilenet-v2.md --json
 
 The search and retraining schedules are shortened to fit a CPU (see the
@@ -70,10 +75,11 @@ import platform
 import re
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -126,6 +132,12 @@ def parse_args() -> argparse.Namespace:
         '--ablations',
         action='store_true',
         help='add one variant per ablation switch (after the --variant ones)',
+    )
+    parser.add_argument(
+        '--records',
+        default=None,
+        help='a JSON-lines file of finished runs: added to as runs finish, '
+        'restored from in a new work dir (see RunRecords)',
     )
     parser.add_argument('--json', action='store_true')
     parser.add_argument(
@@ -227,28 +239,161 @@ def arm_dirs(name: str) -> Tuple[str, str, str, str]:
     )
 
 
-def run(config: str, work_dir: str, options: list) -> None:
+class RunRecords:
+    """What each finished run left, kept in a JSON-lines file that outlives
+    its work directory (``--records``).
+
+    The MobileNetV2 benchmark (24 searches, 51 retrainings) takes longer
+    than one stay on a machine, and a work directory does not move with the
+    code. Each finished run adds one line: its folder under ``--work-dir``,
+    its config and options (the work directory and the repository written
+    as ``{work_dir}`` and ``{repo}``), the commit of the code that decides a
+    run (``projects``, ``configs``, ``tools``; ``+dirty`` if changed), and
+    what the benchmark reads of it: a search's yaml, a retraining's final
+    top-1. A later call with the same file restores those runs into its
+    work directory instead of running them; a record of the same folder
+    made with another config or other options stops the benchmark.
+
+    Args:
+        path (str, optional): The JSON-lines file; None keeps no records.
+        work_dir (str): The absolute ``--work-dir``.
+    """
+
+    def __init__(self, path: Optional[str], work_dir: str) -> None:
+        self.path = path
+        self.work_dir = work_dir
+        self.lock = threading.Lock()
+        self.records: Dict[str, dict] = {}
+        self.restored: List[str] = []
+        if path and osp.exists(path):
+            with open(path) as f:
+                for line in f:
+                    if line.strip():
+                        record = json.loads(line)
+                        self.records[record['run']] = record
+
+    def _portable(self, text: str) -> str:
+        return text.replace(self.work_dir, '{work_dir}').replace(
+            REPO, '{repo}'
+        )
+
+    def _key(self, config: str, work_dir: str, options: list) -> tuple:
+        run = osp.relpath(work_dir, self.work_dir)
+        return (
+            run,
+            self._portable(config),
+            [self._portable(o) for o in options],
+        )
+
+    def restore(self, config: str, work_dir: str, options: list) -> bool:
+        """Write the recorded run's results into ``work_dir``.
+
+        Returns:
+            bool: False when the run has no record.
+
+        Raises:
+            SystemExit: The record was made with another config or options.
+        """
+        run, config, options = self._key(config, work_dir, options)
+        record = self.records.get(run)
+        if record is None:
+            return False
+        if (record['config'], record['options']) != (config, options):
+            raise SystemExit(
+                f'{self.path}: {run} was recorded with other settings '
+                f'({record["config"]} {record["options"]}, not {config} '
+                f'{options}); use another --records file'
+            )
+        os.makedirs(work_dir, exist_ok=True)
+        if 'yaml' in record:
+            with open(
+                osp.join(work_dir, 'DMCP_SUBNET_IMAGENET.yaml'), 'w'
+            ) as f:
+                f.write(record['yaml'])
+        if 'top1' in record:  # where last_top1 reads it, as mmengine logs it
+            logs = osp.join(work_dir, 'restored', 'vis_data')
+            os.makedirs(logs, exist_ok=True)
+            with open(osp.join(logs, 'scalars.json'), 'w') as f:
+                f.write(json.dumps({'accuracy/top1': record['top1']}) + '\n')
+        open(osp.join(work_dir, 'done'), 'w').close()
+        with self.lock:
+            self.restored.append(run)
+        return True
+
+    def add(self, config: str, work_dir: str, options: list) -> None:
+        """Record a finished run (no-op without a file or if recorded)."""
+        run, config, options = self._key(config, work_dir, options)
+        if not self.path or run in self.records:
+            return
+        record = dict(
+            run=run, config=config, options=options, commit=code_commit()
+        )
+        path = osp.join(work_dir, 'DMCP_SUBNET_IMAGENET.yaml')
+        if osp.exists(path):
+            record['yaml'] = open(path).read()
+        else:
+            record['top1'] = last_top1(work_dir)
+        with self.lock:
+            self.records[run] = record
+            with open(self.path, 'a') as f:
+                f.write(json.dumps(record) + '\n')
+
+    def commits(self) -> List[str]:
+        """The commits of every record, in order of first appearance."""
+        return list(dict.fromkeys(r['commit'] for r in self.records.values()))
+
+
+def code_commit() -> str:
+    """The commit of the code that decides a run, ``+dirty`` if changed."""
+    git = ['git', '-C', REPO]
+    head = subprocess.run(
+        git + ['rev-parse', '--short', 'HEAD'], capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        git + ['diff', '--quiet', 'HEAD', '--', 'projects', 'configs', 'tools']
+    ).returncode
+    return (head or 'unknown') + ('+dirty' if dirty else '')
+
+
+def run(
+    config: str,
+    work_dir: str,
+    options: list,
+    records: Optional[RunRecords] = None,
+) -> None:
     """tools/train.py in a subprocess with one thread; log in work_dir.
 
-    A run that finished before (its ``done`` file) is reused; one that was
-    stopped part-way resumes from its last checkpoint."""
+    A run that finished before (its ``done`` file, or its line in
+    ``records``) is reused; one that was stopped part-way resumes from its
+    last checkpoint. A finished run is added to ``records``.
+
+    Args:
+        config (str): The config file.
+        work_dir (str): The run's work directory.
+        options (list): ``--cfg-options`` for tools/train.py.
+        records (RunRecords, optional): Finished runs kept beyond the work
+            directory. Defaults to None.
+    """
     os.makedirs(work_dir, exist_ok=True)
     done = osp.join(work_dir, 'done')
-    if osp.exists(done):
-        return
-    env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
-    cmd = [sys.executable, osp.join(REPO, 'tools', 'train.py'), config]
-    cmd += ['--work-dir', work_dir]
-    if osp.exists(osp.join(work_dir, 'last_checkpoint')):
-        cmd.append('--resume')
-    cmd += ['--cfg-options'] + options
-    with open(osp.join(work_dir, 'train.log'), 'a') as log:
-        code = subprocess.call(
-            cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-    if code:
-        raise RuntimeError(f'{config} failed; see {work_dir}/train.log')
-    open(done, 'w').close()
+    if not osp.exists(done) and not (
+        records and records.restore(config, work_dir, options)
+    ):
+        env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
+        cmd = [sys.executable, osp.join(REPO, 'tools', 'train.py'), config]
+        cmd += ['--work-dir', work_dir]
+        if osp.exists(osp.join(work_dir, 'last_checkpoint')):
+            cmd.append('--resume')
+        cmd += ['--cfg-options'] + options
+        with open(osp.join(work_dir, 'train.log'), 'a') as log:
+            code = subprocess.call(
+                cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+        if code:
+            raise RuntimeError(f'{config} failed; see {work_dir}/train.log')
+        open(done, 'w').close()
+    if records:
+        records.add(config, work_dir, options)
 
 
 def last_top1(work_dir: str) -> float:
@@ -324,11 +469,17 @@ def search_variant(
         args.supernet,
         search,
         search_opts(args, target, seed) + args.variants[name],
+        args.run_records,
     )
     path = osp.join(search, 'DMCP_SUBNET_IMAGENET.yaml')
     meta = yaml.safe_load(open(path))['meta']
     work = osp.join(root, f'retrain_{key}')
-    run(args.subnet, work, retrain_opts(args, seed) + [f'model.subnet={path}'])
+    run(
+        args.subnet,
+        work,
+        retrain_opts(args, seed) + [f'model.subnet={path}'],
+        args.run_records,
+    )
     return dict(
         yaml=path,
         top1=last_top1(work),
@@ -348,6 +499,7 @@ def retrain_uniform(
         args.subnet,
         work,
         retrain_opts(args, seed) + [f'model.subnet={uniform_yaml}'],
+        args.run_records,
     )
     return dict(yaml=uniform_yaml, top1=last_top1(work))
 
@@ -379,6 +531,7 @@ def retrain_matched(
         args.subnet,
         work,
         retrain_opts(args, r['seed']) + [f'model.subnet={path}'],
+        args.run_records,
     )
     return dict(yaml=path, top1=last_top1(work))
 
@@ -506,6 +659,7 @@ def table(summary: dict, args: argparse.Namespace, minutes: float) -> str:
         f'same schedule and seed for every network; top-1 on the 10,000 test '
         f'images; seeds {args.seeds}. Search config `{args.supernet}`, alpha '
         f'optimizer `{alpha_optimizer(args.supernet)}`.',
+        *records_note(getattr(args, 'run_records', None)),
         '',
         '| budget | target | network | FLOPs | top-1 mean | top-1 min..max '
         '| final E[FLOPs] in [0.99T, T] | retained/full widths |',
@@ -531,6 +685,21 @@ def table(summary: dict, args: argparse.Namespace, minutes: float) -> str:
     return '\n'.join(lines)
 
 
+def records_note(records: Optional[RunRecords]) -> List[str]:
+    """The line saying which runs came from ``--records`` and the commits
+    of every recorded run (none without records)."""
+    if not records or not records.path:
+        return []
+    return [
+        '',
+        f'Runs kept in `{osp.relpath(records.path, REPO)}`: '
+        f'{len(records.records)}, made at commits '
+        f'{", ".join(records.commits()) or "none"}; '
+        f'{len(records.restored)} of them restored from it, not rerun, in '
+        'this call.',
+    ]
+
+
 def ablation_notes(variants: Dict[str, List[str]]) -> List[str]:
     """Lines under the table naming the paper experiment of each ablation
     row (none without ablation variants)."""
@@ -548,6 +717,7 @@ def main() -> None:
     start = time.time()
     prepare_data()
     args.work_dir = osp.abspath(args.work_dir)
+    args.run_records = RunRecords(args.records, args.work_dir)
     import yaml
 
     full = write_reference_yamls(args.work_dir, None, args.supernet)['full']

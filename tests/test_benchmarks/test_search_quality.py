@@ -1,6 +1,8 @@
 """benchmarks/search_quality.py: ``--variant`` parsing, folder names and the
 table's rows (the figures themselves are measured by running it)."""
 
+import re
+
 import pytest
 
 from benchmarks.search_quality import (
@@ -208,3 +210,130 @@ def test_ablation_options_give_the_ablation(monkeypatch, tmp_path, name):
     )
     if name == 'label_smooth':
         assert algo.architecture.head.loss_module.label_smooth_val == 0.1
+
+
+# ------------------------------------------------------------- --records
+def finished_runs(work_dir, yaml_text: str, top1: float) -> None:
+    """A finished search (its yaml) and retraining (its logged top-1), as
+    tools/train.py leaves them, each with its ``done`` file."""
+    import json
+
+    search = work_dir / 'budget0.15_seed0' / 'search'
+    search.mkdir(parents=True)
+    (search / 'DMCP_SUBNET_IMAGENET.yaml').write_text(yaml_text)
+    retrain = work_dir / 'budget0.15_seed0' / 'retrain_dmcp'
+    logs = retrain / '20261203_000000' / 'vis_data'
+    logs.mkdir(parents=True)
+    (logs / 'scalars.json').write_text(
+        json.dumps({'loss': 1.0, 'step': 1})
+        + '\n'
+        + json.dumps({'accuracy/top1': top1, 'step': 3})
+        + '\n'
+    )
+    for run in (search, retrain):
+        (run / 'done').touch()
+
+
+def test_records_restore_finished_runs_in_a_new_work_dir(
+    monkeypatch, tmp_path
+):
+    """Runs recorded in one work directory are restored in another without
+    running tools/train.py: the search's yaml and the retraining's top-1 are
+    what the benchmark reads there; the options may name the work dir."""
+    import json
+    import subprocess
+
+    from benchmarks import search_quality
+    from benchmarks.search_quality import RunRecords, last_top1, run
+
+    old, new = tmp_path / 'old', tmp_path / 'new'
+    finished_runs(old, 'channels: {a: 3}\nmeta: {flops: 7}\n', 87.25)
+    path = str(tmp_path / 'runs.jsonl')
+    monkeypatch.setattr(search_quality, 'code_commit', lambda: 'abc1234')
+
+    def opts(root):
+        return ['a=1', f'model.subnet={root}/budget0.15_seed0/search/x.yaml']
+
+    records = RunRecords(path, str(old))
+    for sub in ('search', 'retrain_dmcp'):
+        run('c.py', str(old / 'budget0.15_seed0' / sub), opts(old), records)
+        run('c.py', str(old / 'budget0.15_seed0' / sub), opts(old), records)
+    lines = [json.loads(x) for x in open(path)]
+    assert [x['run'] for x in lines] == [
+        'budget0.15_seed0/search',
+        'budget0.15_seed0/retrain_dmcp',
+    ]  # one line each, though run() was called twice
+    assert lines[0]['options'][1] == (
+        'model.subnet={work_dir}/budget0.15_seed0/search/x.yaml'
+    )
+    assert 'top1' not in lines[0] and 'yaml' not in lines[1]
+
+    def no_training(*args, **kwargs):
+        raise AssertionError('a recorded run was run again')
+
+    monkeypatch.setattr(subprocess, 'call', no_training)
+    records = RunRecords(path, str(new))
+    search = new / 'budget0.15_seed0' / 'search'
+    retrain = new / 'budget0.15_seed0' / 'retrain_dmcp'
+    run('c.py', str(search), opts(new), records)
+    run('c.py', str(retrain), opts(new), records)
+    assert (search / 'DMCP_SUBNET_IMAGENET.yaml').read_text() == (
+        'channels: {a: 3}\nmeta: {flops: 7}\n'
+    )
+    assert last_top1(str(retrain)) == 87.25
+    assert (search / 'done').exists() and (retrain / 'done').exists()
+    assert len(records.restored) == 2 and records.commits() == ['abc1234']
+    assert len(open(path).readlines()) == 2  # nothing added twice
+    note = ' '.join(search_quality.records_note(records))
+    assert '2, made at commits abc1234; 2 of them restored' in note
+    assert search_quality.records_note(RunRecords(None, str(new))) == []
+
+    # a run without a record still trains
+    with pytest.raises(AssertionError, match='run again'):
+        run('c.py', str(new / 'budget0.15_seed1' / 'search'), [], records)
+
+
+def test_a_record_made_with_other_options_stops_the_benchmark(
+    monkeypatch, tmp_path
+):
+    from benchmarks import search_quality
+    from benchmarks.search_quality import RunRecords, run
+
+    finished_runs(tmp_path / 'old', 'meta: {}\n', 80.0)
+    path = str(tmp_path / 'runs.jsonl')
+    monkeypatch.setattr(search_quality, 'code_commit', lambda: 'abc1234')
+    records = RunRecords(path, str(tmp_path / 'old'))
+    run(
+        'c.py', str(tmp_path / 'old/budget0.15_seed0/search'), ['a=1'], records
+    )
+    records = RunRecords(path, str(tmp_path / 'new'))
+    with pytest.raises(SystemExit, match='recorded with other settings'):
+        run(
+            'c.py',
+            str(tmp_path / 'new/budget0.15_seed0/search'),
+            ['a=2'],
+            records,
+        )
+    with pytest.raises(SystemExit, match='recorded with other settings'):
+        run(
+            'd.py',
+            str(tmp_path / 'new/budget0.15_seed0/search'),
+            ['a=1'],
+            records,
+        )
+
+
+def test_without_a_records_file_nothing_is_written(tmp_path):
+    from benchmarks.search_quality import RunRecords, run
+
+    finished_runs(tmp_path, 'meta: {}\n', 80.0)
+    records = RunRecords(None, str(tmp_path))
+    run('c.py', str(tmp_path / 'budget0.15_seed0/search'), [], records)
+    assert records.records == {} and not list(tmp_path.glob('*.jsonl'))
+
+
+def test_code_commit_names_a_commit():
+    from benchmarks.search_quality import code_commit
+
+    commit = code_commit()
+    assert re.fullmatch(r'[0-9a-f]{7,40}(\+dirty)?', commit), commit
