@@ -248,7 +248,7 @@ class RunRecords:
     code. Each finished run adds one line: its folder under ``--work-dir``,
     its config and options (the work directory and the repository written
     as ``{work_dir}`` and ``{repo}``), the commit of the code that decides a
-    run (``projects``, ``configs``, ``tools``; ``+dirty`` if changed), and
+    run (:func:`code_commit`), and
     what the benchmark reads of it: a search's yaml, a retraining's final
     top-1. A later call with the same file restores those runs into its
     work directory instead of running them; a record of the same folder
@@ -344,15 +344,20 @@ class RunRecords:
 
 
 def code_commit() -> str:
-    """The commit of the code that decides a run, ``+dirty`` if changed."""
+    """The last commit that changed the code that decides a run
+    (``projects``, ``configs``, ``tools``), ``+dirty`` if it is changed in
+    the work tree: runs with the same commit ran the same code."""
+    paths = ['--', 'projects', 'configs', 'tools']
     git = ['git', '-C', REPO]
-    head = subprocess.run(
-        git + ['rev-parse', '--short', 'HEAD'], capture_output=True, text=True
+    last = subprocess.run(
+        git + ['log', '-1', '--format=%h'] + paths,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     dirty = subprocess.run(
-        git + ['diff', '--quiet', 'HEAD', '--', 'projects', 'configs', 'tools']
+        git + ['diff', '--quiet', 'HEAD'] + paths
     ).returncode
-    return (head or 'unknown') + ('+dirty' if dirty else '')
+    return (last or 'unknown') + ('+dirty' if dirty else '')
 
 
 def run(
