@@ -740,7 +740,8 @@ def main() -> None:
         for s in args.seeds
     ]
     with ThreadPoolExecutor(args.jobs) as pool:
-        # every search first (the long runs), then the uniform retrainings
+        # every search first (the long runs), seed by seed so that a
+        # stopped call leaves whole seeds; then the uniform retrainings
         searches = [
             (
                 r,
@@ -754,8 +755,8 @@ def main() -> None:
                     name,
                 ),
             )
-            for name in args.variants
             for r in results
+            for name in args.variants
         ]
         uniforms = [
             (
