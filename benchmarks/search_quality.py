@@ -77,7 +77,8 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from datetime import datetime, timezone
 from typing import Dict, List, Optional, Tuple
 
@@ -717,6 +718,71 @@ def ablation_notes(variants: Dict[str, List[str]]) -> List[str]:
     return lines
 
 
+def run_all(
+    args: argparse.Namespace, results: list, uniform: Dict[float, tuple]
+) -> None:
+    """Every run of the benchmark, ``args.jobs`` at a time, results into
+    ``results``.
+
+    Seed by seed: the seed's searches (each followed by its DMCP subnet's
+    retraining), then its uniform network at the budget; each search's
+    FLOPs-matched uniform network is retrained as soon as a worker is free
+    after the search. A call stopped part-way therefore leaves whole seeds
+    (and, with ``--records``, records of them).
+
+    Args:
+        args (argparse.Namespace): The options.
+        results (list): One dict per (budget, seed), filled in.
+        uniform (dict): Budget -> (target, uniform yaml).
+    """
+    queue = deque()
+    for r in results:
+        queue.extend(('search', r, name) for name in args.variants)
+        queue.append(('uniform', r, None))
+    ready = deque()  # matched retrainings, before any queued run
+    running = {}
+    with ThreadPoolExecutor(args.jobs) as pool:
+        while queue or ready or running:
+            while len(running) < args.jobs and (ready or queue):
+                kind, r, name = task = (ready or queue).popleft()
+                if kind == 'search':
+                    future = pool.submit(
+                        search_variant,
+                        args,
+                        r['budget'],
+                        r['seed'],
+                        r['target'],
+                        name,
+                    )
+                elif kind == 'uniform':
+                    future = pool.submit(
+                        retrain_uniform,
+                        args,
+                        r['budget'],
+                        r['seed'],
+                        uniform[r['budget']][1],
+                    )
+                else:
+                    future = pool.submit(
+                        retrain_matched,
+                        args,
+                        r,
+                        name,
+                        matched_uniform_yaml(args, r, name),
+                    )
+                running[future] = task
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                kind, r, name = running.pop(future)
+                if kind == 'search':
+                    r[arm_dirs(name)[0]] = future.result()
+                    ready.append(('matched', r, name))
+                elif kind == 'uniform':
+                    r['uniform'] = future.result()
+                else:
+                    r[arm_dirs(name)[1]] = future.result()
+
+
 def main() -> None:
     args = parse_args()
     start = time.time()
@@ -739,58 +805,7 @@ def main() -> None:
         for b in args.budgets
         for s in args.seeds
     ]
-    with ThreadPoolExecutor(args.jobs) as pool:
-        # every search first (the long runs), seed by seed so that a
-        # stopped call leaves whole seeds; then the uniform retrainings
-        searches = [
-            (
-                r,
-                name,
-                pool.submit(
-                    search_variant,
-                    args,
-                    r['budget'],
-                    r['seed'],
-                    r['target'],
-                    name,
-                ),
-            )
-            for r in results
-            for name in args.variants
-        ]
-        uniforms = [
-            (
-                r,
-                pool.submit(
-                    retrain_uniform,
-                    args,
-                    r['budget'],
-                    r['seed'],
-                    uniform[r['budget']][1],
-                ),
-            )
-            for r in results
-        ]
-        for r, name, future in searches:
-            r[arm_dirs(name)[0]] = future.result()
-        for r, future in uniforms:
-            r['uniform'] = future.result()
-        matched = [
-            (
-                r,
-                name,
-                pool.submit(
-                    retrain_matched,
-                    args,
-                    r,
-                    name,
-                    matched_uniform_yaml(args, r, name),
-                ),
-            )
-            for r, name, _ in searches
-        ]
-        for r, name, future in matched:
-            r[arm_dirs(name)[1]] = future.result()
+    run_all(args, results, uniform)
     keys = arms(args.variants)
     add_flops_and_params(results, keys, args.subnet)
     add_width_ratios(

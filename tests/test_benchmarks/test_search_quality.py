@@ -337,3 +337,63 @@ def test_code_commit_names_a_commit():
 
     commit = code_commit()
     assert re.fullmatch(r'[0-9a-f]{7,40}(\+dirty)?', commit), commit
+
+
+def test_runs_go_seed_by_seed_matched_retrainings_first(monkeypatch):
+    """One worker: each seed's searches, each followed by its matched
+    uniform network, then the seed's uniform network, before the next
+    seed's first search; every result lands in its (budget, seed) row."""
+    from argparse import Namespace
+
+    from benchmarks import search_quality
+
+    order = []
+
+    def search(args, budget, seed, target, name):
+        order.append(('search', seed, name))
+        return dict(top1=seed)
+
+    def uniform(args, budget, seed, path):
+        order.append(('uniform', seed, None))
+        return dict(top1=-seed)
+
+    def matched(args, r, name, path):
+        order.append(('matched', r['seed'], name))
+        return dict(top1=path)
+
+    monkeypatch.setattr(search_quality, 'search_variant', search)
+    monkeypatch.setattr(search_quality, 'retrain_uniform', uniform)
+    monkeypatch.setattr(search_quality, 'retrain_matched', matched)
+    monkeypatch.setattr(
+        search_quality,
+        'matched_uniform_yaml',
+        lambda args, r, name: f'{r["seed"]}/{name}',
+    )
+    results = [dict(budget=0.5, seed=s, target=7) for s in (0, 1)]
+    args = Namespace(jobs=1, variants={'dmcp': [], 'bernoulli': ['a=1']})
+    search_quality.run_all(args, results, {0.5: (7, 'u.yaml')})
+    assert order == [
+        ('search', 0, 'dmcp'),
+        ('matched', 0, 'dmcp'),
+        ('search', 0, 'bernoulli'),
+        ('matched', 0, 'bernoulli'),
+        ('uniform', 0, None),
+        ('search', 1, 'dmcp'),
+        ('matched', 1, 'dmcp'),
+        ('search', 1, 'bernoulli'),
+        ('matched', 1, 'bernoulli'),
+        ('uniform', 1, None),
+    ]
+    assert results[1]['dmcp_bernoulli'] == dict(top1=1)
+    assert results[1]['uniform_matched_bernoulli'] == dict(top1='1/bernoulli')
+    assert results[0]['uniform'] == dict(top1=0)
+
+    order.clear()  # two workers: the same runs, each once
+    results = [dict(budget=0.5, seed=s, target=7) for s in (0, 1, 2)]
+    search_quality.run_all(
+        Namespace(jobs=2, variants=args.variants),
+        results,
+        {0.5: (7, 'u.yaml')},
+    )
+    assert len(order) == len(set(order)) == 15
+    assert all(len(r) == 3 + 5 for r in results)
