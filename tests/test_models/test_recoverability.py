@@ -1,6 +1,15 @@
 """Recoverability (Section 4.2, Fig. 4): on a trained, frozen network with
 alpha initialised at random and the task loss only (no budget), the search
 brings E[FLOPs] and the training accuracy back towards the full network's.
+
+The trained network, and so every figure below, differs with the CPU's
+floating-point path (the 400 training steps on random labels amplify the
+last bit of each sum): the thresholds hold with margin on four of them,
+measured 2026-12-03 (one machine's AVX-512 default and, with
+``ATEN_CPU_CAPABILITY``, ``ONEDNN_MAX_CPU_ISA`` and ``MKL_CBWR``, its AVX2
+and SSE4.1 paths; and an earlier machine): the accuracy back after 47-83
+steps; E[FLOPs] from 27% to 80-85% of the full network's after 200 steps
+on the three paths of that machine (90% after 150 on the earlier one).
 """
 
 import pytest
@@ -30,7 +39,7 @@ def test_search_without_budget_recovers_the_full_network(
     with torch.no_grad():
         start = float(algo.mutator.expected_flops()) / algo.full_flops
     start_acc = accuracy(algo, x, y)
-    trace = search(algo, x, y, steps=150)
+    trace = search(algo, x, y, steps=200)
     ratios = torch.tensor([r for r, _ in trace])
     accs = torch.tensor([a for _, a in trace])
     # random alpha: a small network that has lost much of what was learnt
@@ -40,8 +49,8 @@ def test_search_without_budget_recovers_the_full_network(
     steps_to_acc = int(back[0]) + 1
     assert steps_to_acc <= 100
     assert accs[-20:].min() >= full_acc - 0.02  # and stays
-    # E[FLOPs] rises from 27% to 90% of the full network's at 150 steps
-    # (93% at 300), slower than the accuracy: once the accuracy is back the
-    # task loss pushes the last groups up only weakly (docs/how_it_works.md,
-    # "Evidence")
-    assert ratios[-1] > 0.85
+    # E[FLOPs] rises from 27% to 80-90% of the full network's at 200 steps,
+    # slower than the accuracy and not all the way: once the accuracy is
+    # back the task loss pushes the last groups up only weakly
+    # (docs/how_it_works.md, "Evidence")
+    assert ratios[-1] > 0.75
