@@ -668,7 +668,8 @@ def table(summary: dict, args: argparse.Namespace, minutes: float) -> str:
         *records_note(getattr(args, 'run_records', None)),
         '',
         '| budget | target | network | FLOPs | top-1 mean | top-1 min..max '
-        '| final E[FLOPs] in [0.99T, T] | retained/full widths |',
+        '| final E[FLOPs] in [0.99T, T] (E/T min..max) '
+        '| retained/full widths |',
         '| --- | ---: | --- | ---: | ---: | ---: | --- | --- |',
     ]
     for b, e in summary.items():
@@ -677,7 +678,11 @@ def table(summary: dict, args: argparse.Namespace, minutes: float) -> str:
             flops = sum(s['flops']) / len(s['flops'])
             band = widths = ''
             if 'searches_in_band' in s:
-                band = f'{s["searches_in_band"]}/{e["searches"]} searches'
+                ratios = [f / e['target'] for f in s['expected_flops']]
+                band = (
+                    f'{s["searches_in_band"]}/{e["searches"]} searches '
+                    f'(E/T {min(ratios):.3f}..{max(ratios):.3f})'
+                )
                 widths = (
                     f'{s["width_ratio_min"]:.2f}..{s["width_ratio_max"]:.2f}'
                 )

@@ -397,3 +397,36 @@ def test_runs_go_seed_by_seed_matched_retrainings_first(monkeypatch):
     )
     assert len(order) == len(set(order)) == 15
     assert all(len(r) == 3 + 5 for r in results)
+
+
+def test_table_gives_each_search_row_its_final_expected_flops(monkeypatch):
+    """The band column says how many searches ended in band and how far
+    from the target the others ended (E/T)."""
+    from benchmarks.search_quality import summarise, table
+
+    args = parsed(monkeypatch, [])
+    rows = []
+    for seed, (expected, top1) in enumerate([(995, 80.0), (2000, 82.0)]):
+        rows.append(
+            dict(
+                budget=0.5,
+                seed=seed,
+                target=1000,
+                dmcp=dict(
+                    top1=top1,
+                    flops=990,
+                    params=1,
+                    in_band=990 <= expected <= 1000,
+                    expected_flops=expected,
+                    width_ratio_min=0.25,
+                    width_ratio_max=1.0,
+                ),
+                uniform=dict(top1=79.0, flops=980, params=1),
+                uniform_matched=dict(top1=78.0, flops=970, params=1),
+            )
+        )
+    keys = ['uniform', 'dmcp', 'uniform_matched']
+    text = table(summarise(rows, [0.5], keys), args, 1.0)
+    (dmcp,) = [line for line in text.splitlines() if 'DMCP (Expected' in line]
+    assert '| 81.00 | 80.00..82.00 |' in dmcp
+    assert '| 1/2 searches (E/T 0.995..2.000) | 0.25..1.00 |' in dmcp
