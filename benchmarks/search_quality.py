@@ -746,46 +746,30 @@ def run_all(
         queue.append(('uniform', r, None))
     ready = deque()  # matched retrainings, before any queued run
     running = {}
+
+    def call(kind: str, r: dict, name: str) -> tuple:
+        """The run's function, its arguments and its result key."""
+        if kind == 'search':
+            where = (r['budget'], r['seed'], r['target'], name)
+            return search_variant, where, arm_dirs(name)[0]
+        if kind == 'uniform':
+            where = (r['budget'], r['seed'], uniform[r['budget']][1])
+            return retrain_uniform, where, 'uniform'
+        where = (r, name, matched_uniform_yaml(args, r, name))
+        return retrain_matched, where, arm_dirs(name)[1]
+
     with ThreadPoolExecutor(args.jobs) as pool:
         while queue or ready or running:
             while len(running) < args.jobs and (ready or queue):
-                kind, r, name = task = (ready or queue).popleft()
-                if kind == 'search':
-                    future = pool.submit(
-                        search_variant,
-                        args,
-                        r['budget'],
-                        r['seed'],
-                        r['target'],
-                        name,
-                    )
-                elif kind == 'uniform':
-                    future = pool.submit(
-                        retrain_uniform,
-                        args,
-                        r['budget'],
-                        r['seed'],
-                        uniform[r['budget']][1],
-                    )
-                else:
-                    future = pool.submit(
-                        retrain_matched,
-                        args,
-                        r,
-                        name,
-                        matched_uniform_yaml(args, r, name),
-                    )
-                running[future] = task
+                kind, r, name = (ready or queue).popleft()
+                fn, where, key = call(kind, r, name)
+                running[pool.submit(fn, args, *where)] = (kind, r, name, key)
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
-                kind, r, name = running.pop(future)
+                kind, r, name, key = running.pop(future)
+                r[key] = future.result()
                 if kind == 'search':
-                    r[arm_dirs(name)[0]] = future.result()
                     ready.append(('matched', r, name))
-                elif kind == 'uniform':
-                    r['uniform'] = future.result()
-                else:
-                    r[arm_dirs(name)[1]] = future.result()
 
 
 def main() -> None:
